@@ -1,0 +1,346 @@
+"""Devices, array modules, transfers, random streams and kernel loading.
+
+This is the only module that imports CuPy. Everything else asks a `Device` (or an
+array, through `xp_of`) for its array module `xp` and writes its math once
+(the DeZero/Chainer `xp` switch).
+
+    dev = gn.device("auto")      # "cpu" | "cuda" | "cuda:N" | "auto"
+    dev.xp, dev.name, dev.is_gpu
+    x = dev.asarray(host_array)  # host -> device
+    h = dev.to_host(x)           # device -> host (a sync)
+
+Random numbers come from two places, on purpose:
+- `host_rng()`: one seeded NumPy generator for weight init. Weights are drawn on the
+  host and then moved, so the same seed gives the same weights on CPU and GPU.
+- `Device.rng`: a seeded generator that lives on the device (dropout masks, shuffles
+  that stay on the device). CPU and GPU streams differ; each is reproducible.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeviceError, GpunetTypeError, GpunetValueError
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INSTALL_HINT = 'pip install "gpunet[cuda12]"  (or "gpunet[cuda13]" for CUDA 13 drivers)'
+VALID_DEVICE_FORMS = '"cpu", "cuda", "cuda:N" (N a GPU index), "auto"'
+# NVRTC options for every raw kernel; flush-to-zero matches what the tests assume.
+KERNEL_OPTIONS = ("-std=c++17", "-ftz=true")
+
+
+# ---------------------------------------------------------------- CuPy probe
+
+@dataclasses.dataclass(frozen=True)
+class GpuStatus:
+    """Why a GPU can or cannot be used. `missing` is None, "cupy", "driver" or "device"."""
+    available: bool
+    missing: str | None
+    reason: str
+    cupy_version: str | None
+    devices: tuple = ()
+
+
+_status_cache: GpuStatus | None = None
+
+
+def _import_cupy():
+    import cupy  # noqa: F401  (the one place gpunet imports CuPy)
+    return cupy
+
+
+def _probe() -> GpuStatus:
+    if os.environ.get("GPUNET_FORCE_CPU", "") not in ("", "0"):
+        return GpuStatus(False, "device", "GPUNET_FORCE_CPU is set, so GPUs are ignored", None)
+    try:
+        cupy = _import_cupy()
+    except Exception as e:  # ImportError, or a broken CUDA library under it
+        return GpuStatus(False, "cupy", f"CuPy is not importable ({type(e).__name__}: {e}). "
+                         f"Install it with {INSTALL_HINT}", None)
+    version = getattr(cupy, "__version__", "?")
+    try:
+        driver = cupy.cuda.runtime.driverGetVersion()
+    except Exception as e:
+        driver = 0
+        driver_error = f" ({type(e).__name__}: {e})"
+    else:
+        driver_error = ""
+    if not driver:
+        return GpuStatus(False, "driver", "CuPy is installed but no NVIDIA driver was found"
+                         f"{driver_error}. Install the NVIDIA driver, then {INSTALL_HINT}", version)
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return GpuStatus(False, "device", f"the NVIDIA driver reports no usable CUDA device "
+                         f"({type(e).__name__}: {e})", version)
+    if count == 0:
+        return GpuStatus(False, "device", "the NVIDIA driver sees no CUDA device", version)
+    devices = []
+    for i in range(count):
+        try:
+            p = cupy.cuda.runtime.getDeviceProperties(i)
+            name = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
+            devices.append({"index": i, "name": name, "memory_gib": p["totalGlobalMem"] / 2**30,
+                            "compute_capability": f"{p['major']}.{p['minor']}"})
+        except Exception as e:
+            devices.append({"index": i, "name": f"unreadable ({e})", "memory_gib": float("nan"),
+                            "compute_capability": "?"})
+    return GpuStatus(True, None, f"{count} CUDA device(s) usable", version, tuple(devices))
+
+
+def gpu_status(refresh: bool = False) -> GpuStatus:
+    """Probe CuPy, the driver and the devices once; never raises."""
+    global _status_cache
+    if _status_cache is None or refresh:
+        try:
+            _status_cache = _probe()
+        except Exception as e:  # belt and braces: the probe itself must never escape
+            _status_cache = GpuStatus(False, "cupy", f"GPU probe failed ({type(e).__name__}: {e})", None)
+    return _status_cache
+
+
+def is_gpu_available() -> bool:
+    """True when CuPy imports, a driver is present and at least one device is visible."""
+    try:
+        return gpu_status().available
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------- dtypes and arrays
+
+def resolve_dtype(dtype=None) -> np.dtype:
+    """None -> float32; accepts "float32"/"float64"/np.float32/np.float64."""
+    if dtype is None:
+        return DEFAULT_DTYPE
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise GpunetValueError(f"dtype: expected float32 or float64, got {dtype!r}")
+    return dt
+
+
+def is_cupy_array(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def xp_of(*arrays):
+    """The array module of the given arrays (cupy if any is a CuPy array, else numpy)."""
+    for a in arrays:
+        if is_cupy_array(a):
+            return _import_cupy()
+    return np
+
+
+def to_numpy(a) -> np.ndarray:
+    """Any array (or scalar) to a host NumPy array. A sync when `a` is on a GPU."""
+    if is_cupy_array(a):
+        return a.get()  # sync
+    return np.asarray(a)
+
+
+def device_of(a) -> "Device":
+    """The Device that holds array `a`."""
+    if is_cupy_array(a):
+        return device(f"cuda:{a.device.id}")
+    return device("cpu")
+
+
+# ---------------------------------------------------------------- devices
+
+class Device:
+    """One place arrays live: the host CPU (NumPy) or one CUDA GPU (CuPy)."""
+
+    def __init__(self, kind: str, index: int = 0, seed: int = 0):
+        self.kind = kind
+        self.index = index
+        self.is_gpu = kind == "cuda"
+        self.name = f"cuda:{index}" if self.is_gpu else "cpu"
+        self.xp = _import_cupy() if self.is_gpu else np
+        self._modules = {}
+        self.seed(seed)
+
+    # -- random streams
+    def seed(self, seed: int) -> None:
+        """Reseed this device's generator (dropout masks and on-device shuffles)."""
+        self._seed = int(seed)
+        if self.is_gpu:
+            with self:
+                self.rng = self.xp.random.RandomState(self._seed)
+        else:
+            self.rng = np.random.Generator(np.random.PCG64(self._seed))
+
+    def uniform(self, shape, dtype=None):
+        """Uniform [0, 1) samples of `dtype` on this device, from `self.rng`."""
+        dt = resolve_dtype(dtype)
+        if self.is_gpu:
+            with self:
+                return self.rng.random_sample(size=shape, dtype=dt)
+        return self.rng.random(size=shape, dtype=dt)
+
+    def rng_state(self) -> dict:
+        """A JSON-able snapshot of this device's generator (for checkpoints)."""
+        if self.is_gpu:
+            # CuPy's RandomState has no portable state export; record the seed and draw count.
+            return {"device": self.name, "seed": self._seed, "kind": "cupy-seed-only"}
+        return {"device": self.name, "state": self.rng.bit_generator.state}
+
+    def set_rng_state(self, state: dict) -> None:
+        if self.is_gpu or "state" not in state:
+            self.seed(state.get("seed", self._seed))
+        else:
+            self.rng.bit_generator.state = state["state"]
+
+    # -- transfers
+    def asarray(self, a, dtype=None):
+        """Put `a` on this device (copying only when needed), optionally casting."""
+        if self.is_gpu:
+            with self:
+                return self.xp.asarray(a, dtype=dtype)
+        return np.asarray(to_numpy(a), dtype=dtype)
+
+    def to_host(self, a) -> np.ndarray:
+        return to_numpy(a)  # sync
+
+    def synchronize(self) -> None:
+        if self.is_gpu:
+            with self:
+                self.xp.cuda.Device(self.index).synchronize()
+
+    # -- context: makes this GPU current for allocations and launches
+    def __enter__(self):
+        if self.is_gpu:
+            self._ctx = self.xp.cuda.Device(self.index)
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.is_gpu:
+            self._ctx.__exit__(*exc)
+        return False
+
+    # -- raw CUDA kernels
+    def raw_module(self, name: str, options=KERNEL_OPTIONS, name_expressions=None):
+        """`kernels/<name>.cu` compiled for this GPU, loaded once per device and options."""
+        if not self.is_gpu:
+            raise DeviceError(f"raw_module({name!r}): raw CUDA kernels need a GPU device, got {self.name}")
+        key = (name, tuple(options), tuple(name_expressions or ()))
+        mod = self._modules.get(key)
+        if mod is None:
+            with self:
+                mod = self.xp.RawModule(code=kernel_source(name), options=tuple(options),
+                                        name_expressions=name_expressions)
+                mod.compile()
+            self._modules[key] = mod
+        return mod
+
+    def memory_info(self) -> dict:
+        """Bytes used and held by this device's memory pool (GPU), or {} on CPU."""
+        if not self.is_gpu:
+            return {}
+        pool = self.xp.get_default_memory_pool()
+        return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
+
+    def __repr__(self):
+        return f"Device({self.name!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+
+_devices: dict[str, Device] = {}
+_DEVICE_RE = re.compile(r"^(cpu|cuda|auto)(?::(\d+))?$")
+
+
+def device(spec="auto") -> Device:
+    """Resolve a device spec to a (cached) Device.
+
+    "cpu"; "cuda" (GPU 0); "cuda:N"; "auto" (a usable GPU, else the CPU); or a Device.
+    """
+    if isinstance(spec, Device):
+        return spec
+    if spec is None:
+        spec = "auto"
+    if not isinstance(spec, str):
+        raise GpunetTypeError(f"device: expected a string ({VALID_DEVICE_FORMS}) or a Device, "
+                              f"got {type(spec).__name__} {spec!r}")
+    m = _DEVICE_RE.match(spec.strip().lower())
+    if not m or (m.group(1) != "cuda" and m.group(2) is not None):
+        raise DeviceError(f"device: expected one of {VALID_DEVICE_FORMS}, got {spec!r}")
+    kind, index = m.group(1), int(m.group(2) or 0)
+    if kind == "auto":
+        kind = "cuda" if is_gpu_available() else "cpu"
+    if kind == "cuda":
+        status = gpu_status()
+        if not status.available:
+            raise DeviceError(f"device {spec!r}: no usable GPU: {status.reason}. "
+                              f"Use device('cpu') or device('auto') to run on the CPU.")
+        if index >= len(status.devices):
+            raise DeviceError(f"device {spec!r}: expected a GPU index in [0, {len(status.devices)}), "
+                              f"got {index} ({len(status.devices)} GPU(s) visible)")
+    name = f"cuda:{index}" if kind == "cuda" else "cpu"
+    if name not in _devices:
+        _devices[name] = Device(kind, index, seed=_global_seed)
+    return _devices[name]
+
+
+# ---------------------------------------------------------------- seeding
+
+_global_seed = 0
+_host_rng = np.random.Generator(np.random.PCG64(0))
+
+
+def host_rng() -> np.random.Generator:
+    """The host generator that weight initializers draw from (see `manual_seed`)."""
+    return _host_rng
+
+
+def manual_seed(seed: int) -> None:
+    """Seed weight init and every device's generator, like torch.manual_seed."""
+    global _global_seed, _host_rng
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise GpunetValueError(f"seed: expected a non-negative int, got {seed!r}")
+    _global_seed = int(seed)
+    _host_rng = np.random.Generator(np.random.PCG64(_global_seed))
+    for dev in _devices.values():
+        dev.seed(_global_seed)
+
+
+# ---------------------------------------------------------------- kernel sources
+
+def kernels_dir() -> Path | None:
+    """Where the `*.cu` sources are: inside the installed package, or the checkout's kernels/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "kernels", here.parent / "kernels"):
+        if candidate.is_dir() and any(candidate.glob("*.cu")):
+            return candidate
+    return None
+
+
+def kernel_source(name: str) -> str:
+    d = kernels_dir()
+    if d is None:
+        raise FileNotFoundError("gpunet's CUDA kernel sources (kernels/*.cu) were not found next to "
+                                f"the package ({Path(__file__).resolve().parent}); reinstall gpunet")
+    path = d / f"{name}.cu"
+    if not path.is_file():
+        available = sorted(p.stem for p in d.glob("*.cu"))
+        raise GpunetValueError(f"kernel: expected one of {available}, got {name!r}")
+    return path.read_text()
+
+
+def versions() -> dict:
+    """Python, NumPy and CuPy versions (CuPy None when not importable)."""
+    return {"python": sys.version.split()[0], "numpy": np.__version__,
+            "cupy": gpu_status().cupy_version}

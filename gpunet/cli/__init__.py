@@ -1,0 +1,41 @@
+"""The `gpunet` command line: one module per subcommand, imported only when used.
+
+Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`.
+Flags are long-only; their defaults come from one dataclass per command.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported lazily so `gpunet info`
+# works even where a heavier command's optional dependencies are missing.
+COMMANDS = {
+    "info": ("gpunet.cli.info", "report devices, versions and kernel status"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpunet", allow_abbrev=False,
+                                     description="GPU-accelerated neural-network training (CuPy/NumPy).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,282 @@
+"""Module, Parameter and Sequential: the explicit forward/backward contract.
+
+There is no autograd tape. Every module pairs `forward(x) -> y`, which keeps only
+what its backward needs, with `backward(dy) -> dx`, which *adds* into each
+`Parameter.grad` and never touches `.data` (cuda-convnet, Caffe, llm.c).
+
+Names follow PyTorch, so state dicts map one to one: a Sequential's keys read
+"0.weight", "0.bias", "2.running_mean", ...
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..errors import CheckpointError, GpunetTypeError
+
+
+class Parameter:
+    """A trainable array and its gradient buffer (same shape, dtype and device)."""
+
+    __slots__ = ("data", "grad", "name")
+
+    def __init__(self, data, name: str = ""):
+        self.data = data
+        self.grad = backend.xp_of(data).zeros_like(data)
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    def zero_grad(self) -> None:
+        self.grad.fill(0)  # in place: keeps the buffer the optimizer may hold
+
+    def __repr__(self):
+        return f"Parameter({self.name or '?'}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class Module:
+    """Base class of layers and containers.
+
+    Subclasses set Parameters, buffers (plain arrays registered with
+    `register_buffer`) and child Modules as attributes; registration order is
+    the state-dict order.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_params", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_children", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "device", backend.device("cpu"))
+
+    # -- registration
+    def __setattr__(self, name, value):
+        if "_params" not in self.__dict__:
+            raise GpunetTypeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                                  f"before setting attribute {name!r}")
+        if isinstance(value, Parameter):
+            self._children.pop(name, None)
+            self._buffers.pop(name, None)
+            value.name = value.name or name
+            self._params[name] = value
+        elif isinstance(value, Module):
+            self._params.pop(name, None)
+            self._buffers.pop(name, None)
+            self._children[name] = value
+        else:  # a plain value; a registered buffer stays registered when reassigned
+            self._params.pop(name, None)
+            self._children.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, array) -> None:
+        """A non-trainable array that belongs in the state dict (e.g. running_mean)."""
+        self.__setattr__(name, array)
+        self._buffers[name] = True
+
+    # -- traversal
+    def named_children(self):
+        return list(self._children.items())
+
+    def children(self):
+        return list(self._children.values())
+
+    def named_modules(self, prefix: str = ""):
+        out = [(prefix, self)]
+        for name, child in self._children.items():
+            out.extend(child.named_modules(f"{prefix}.{name}" if prefix else name))
+        return out
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def named_parameters(self, prefix: str = ""):
+        out, seen = [], set()
+        for mod_name, mod in self.named_modules(prefix):
+            for p_name, p in mod._params.items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append((f"{mod_name}.{p_name}" if mod_name else p_name, p))
+        return out
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = ""):
+        out = []
+        for mod_name, mod in self.named_modules(prefix):
+            for b_name in mod._buffers:
+                out.append((f"{mod_name}.{b_name}" if mod_name else b_name, getattr(mod, b_name)))
+        return out
+
+    # -- modes
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- the contract
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, dy):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def regularization_loss(self):
+        """Sum of the kernel and activity penalties of this module and its children.
+
+        Layers that take `kernel_regularizer=`/`activity_regularizer=` override
+        `_own_penalty`; the value is a 0-d device array or 0.0.
+        """
+        total = self._own_penalty()
+        for child in self._children.values():
+            total = total + child.regularization_loss()
+        return total
+
+    def _own_penalty(self):
+        return 0.0
+
+    # -- placement
+    def to(self, device=None, dtype=None):
+        """Move (and cast floating arrays to `dtype`) every parameter and buffer. In place."""
+        dev = backend.device(device) if device is not None else self.device
+        dt = backend.resolve_dtype(dtype) if dtype is not None else None
+        for m in self.modules():
+            for p in m._params.values():
+                cast = dt if (dt is not None and p.data.dtype.kind == "f") else None
+                p.data = dev.asarray(p.data, dtype=cast)
+                p.grad = dev.asarray(p.grad, dtype=cast)
+            for b_name in m._buffers:
+                arr = getattr(m, b_name)
+                if arr is not None:
+                    cast = dt if (dt is not None and arr.dtype.kind == "f") else None
+                    setattr(m, b_name, dev.asarray(arr, dtype=cast))
+            object.__setattr__(m, "device", dev)
+            m._on_to(dev)
+        return self
+
+    def _on_to(self, device) -> None:
+        """Hook for layers that cache per-device state (kernels, RNG streams)."""
+
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].dtype if params else backend.DEFAULT_DTYPE
+
+    # -- state
+    def state_dict(self) -> "OrderedDict[str, object]":
+        """Copies of every parameter and buffer, on this module's device, PyTorch-named."""
+        out = OrderedDict()
+        for name, p in self.named_parameters():
+            out[name] = p.data.copy()
+        for name, b in self.named_buffers():
+            if b is not None:
+                out[name] = b.copy()
+        return out
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        """Copy arrays into this module. Validates everything first: on error nothing changes."""
+        targets = OrderedDict()  # key -> (owning module, attribute name, is_param)
+        for mod_name, mod in self.named_modules():
+            for attr in list(mod._params) + list(mod._buffers):
+                key = f"{mod_name}.{attr}" if mod_name else attr
+                targets.setdefault(key, (mod, attr, attr in mod._params))
+        problems = []
+        if strict:
+            missing = [k for k in targets if k not in state]
+            unexpected = [k for k in state if k not in targets]
+            if missing:
+                problems.append(f"missing keys {missing}")
+            if unexpected:
+                problems.append(f"unexpected keys {unexpected}")
+        for key, (mod, attr, is_param) in targets.items():
+            current = getattr(mod, attr)
+            current = current.data if is_param else current
+            if key in state and current is not None and tuple(np.shape(state[key])) != tuple(current.shape):
+                problems.append(f"{key}: expected shape {tuple(current.shape)}, got {tuple(np.shape(state[key]))}")
+        if problems:
+            raise CheckpointError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        for key, (mod, attr, is_param) in targets.items():
+            if key not in state:
+                continue
+            current = getattr(mod, attr)
+            if is_param:
+                current.data = mod.device.asarray(state[key], dtype=current.data.dtype).copy()
+            else:
+                dt = current.dtype if current is not None else None
+                setattr(mod, attr, mod.device.asarray(state[key], dtype=dt).copy())
+
+    # -- printing
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._children:
+            return head + ")"
+        lines = [head]
+        for name, child in self._children.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse. Keys "0", "1", ..."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise GpunetTypeError(f"Sequential: layer {i} expected a gn.nn.Module, "
+                                      f"got {type(layer).__name__}")
+            setattr(self, str(i), layer)
+
+    def append(self, layer: Module) -> "Sequential":
+        if not isinstance(layer, Module):
+            raise GpunetTypeError(f"Sequential.append: expected a gn.nn.Module, got {type(layer).__name__}")
+        setattr(self, str(len(self._children)), layer)
+        return self
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, i):
+        layers = list(self._children.values())
+        if isinstance(i, slice):
+            return Sequential(*layers[i])
+        return layers[i]
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def forward(self, x):
+        for layer in self._children.values():
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self._children.values()):
+            dy = layer.backward(dy)
+        return dy

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run gpunet's GPU tests and benchmarks on a machine with an NVIDIA GPU.
+# Usage: scripts/gpu_check.sh OUTDIR   (logs and JSON results are written there)
+set -uo pipefail
+out=${1:?usage: scripts/gpu_check.sh OUTDIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+status=0
+
+python -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
+  || python -m pip install --quiet -e . || echo "warning: could not install gpunet; using the checkout" | tee -a "$out/gpu_check.log"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+python -m gpunet info | tee "$out/info.txt"
+python -m gpunet info --json > "$out/info.json"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvidia_smi.csv" 2>&1 || true
+
+# GPU tests: only the cases marked gpu; they must not skip here.
+python -m pytest -m gpu -ra -q --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/gpu_tests.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+# Benchmarks write JSON next to their logs.
+for bench in scripts/bench_*.py; do
+  [ -f "$bench" ] || continue
+  name=$(basename "$bench" .py)
+  python "$bench" --device cuda --out "$out/$name.json" 2>&1 | tee "$out/$name.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "$bench failed" | tee -a "$out/gpu_check.log"; status=1; }
+done
+echo "gpu_check status: $status" | tee -a "$out/gpu_check.log"
+exit $status

@@ -1,0 +1,51 @@
+"""Shared fixtures: one test body runs on every backend.
+
+`dev` is parametrized over "cpu" and "cuda"; the cuda case carries the `gpu` mark
+and is skipped, with the probe's reason, where no GPU is usable.
+"""
+import os
+import pathlib
+
+import pytest
+
+import gpunet as gn
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+if "GPUNET_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["GPUNET_DATA"] = str(SHARED_DATA)
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def pytest_collection_modifyitems(config, items):
+    if gn.is_gpu_available():
+        return
+    skip = pytest.mark.skip(reason=f"no usable GPU: {gn.gpu_status().reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def dev(request):
+    return gn.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Every test starts from seed 0 with checks off."""
+    gn.manual_seed(0)
+    gn.set_checks(False)
+    yield
+    gn.set_checks(False)
+
+
+def data_root(name):
+    """The folder holding dataset `name`, or skip with where to put it."""
+    base = os.environ.get("GPUNET_DATA")
+    path = pathlib.Path(base) / name if base else None
+    if path is None or not path.is_dir():
+        pytest.skip(f"dataset {name!r} not found: set GPUNET_DATA to a folder holding {name}/ "
+                    f"(the checkout's ../shared/datasets has it)")
+    return path
