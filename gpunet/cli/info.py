@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import backend
@@ -41,9 +42,9 @@ def run(args) -> int:
     t.add_row("Python", v["python"])
     t.add_row("NumPy", v["numpy"])
     t.add_row("CuPy", v["cupy"] or "not installed")
-    t.add_row("GPU usable", "yes" if info["gpu_available"] else f"no: {info['gpu_reason']}")
+    t.add_row("GPU usable", "yes" if info["gpu_available"] else escape(f"no: {info['gpu_reason']}"))
     t.add_row("default device", info["default_device"] + ("" if info["gpu_available"] else " (CPU fallback)"))
-    t.add_row("kernels", f"{', '.join(info['kernels'])} in {info['kernels_dir']}"
+    t.add_row("kernels", escape(f"{', '.join(info['kernels'])} in {info['kernels_dir']}")
               if info["kernels_dir"] else "not found (GPU kernels unavailable)")
     console.print(t)
     if info["gpus"]:
@@ -51,6 +52,6 @@ def run(args) -> int:
         for col in ("index", "name", "memory (GiB)", "compute capability"):
             g.add_column(col)
         for d in info["gpus"]:
-            g.add_row(str(d["index"]), d["name"], f"{d['memory_gib']:.1f}", d["compute_capability"])
+            g.add_row(str(d["index"]), escape(d["name"]), f"{d['memory_gib']:.1f}", d["compute_capability"])
         console.print(g)
     return 0
