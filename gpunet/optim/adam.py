@@ -1,0 +1,84 @@
+"""Adam (Kingma & Ba 2015) and AdamW (Loshchilov & Hutter 2019), PyTorch semantics.
+
+At step t (g the gradient, w the weight; m and v start at zero):
+
+    Adam:  g ← g + weight_decay · w                 (L2 folded into the gradient)
+    AdamW: w ← w − lr · weight_decay · w            (decoupled decay, before the update)
+    m ← β₁ m + (1 − β₁) g
+    v ← β₂ v + (1 − β₂) g²
+    w ← w − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + eps)
+
+With Adam's L2 the decay term is divided by √v like the gradient, so weights with
+large gradients are decayed less; AdamW's decoupled decay shrinks every weight by the
+same factor (1 − lr·weight_decay) per step.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..errors import GpunetTypeError
+from .optimizer import Optimizer, check_number
+
+
+class Adam(Optimizer):
+    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0); weight decay is L2."""
+
+    HYPER = ("lr", "betas", "eps", "weight_decay")
+    DECOUPLED = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _check_hyper(self, h: dict) -> dict:
+        name = type(self).__name__
+        out = super()._check_hyper(h)
+        betas = h["betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise GpunetTypeError(f"{name}: betas expected a pair (beta1, beta2), got {betas!r}")
+        # A list, not a tuple: the state dict round-trips through JSON unchanged.
+        out["betas"] = [check_number(name, f"betas[{k}]", b, lo=0.0, hi=1.0, hi_open=True)
+                        for k, b in enumerate(betas)]
+        out["eps"] = check_number(name, "eps", h["eps"], lo=0.0, lo_open=True)
+        out["weight_decay"] = check_number(name, "weight_decay", h["weight_decay"], lo=0.0)
+        return out
+
+    def _buffer_names(self, hyper: dict) -> tuple:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _update(self, i, p):
+        w, xp = p.data, backend.xp_of(p.data)
+        g = p.grad
+        if self.weight_decay and self.DECOUPLED:
+            w *= 1.0 - self.lr * self.weight_decay
+        elif self.weight_decay:
+            g = xp.multiply(w, self.weight_decay)  # g + wd·w in a fresh array: p.grad stays as it was
+            g += p.grad
+        m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
+        b1, b2 = self.betas
+        tmp = xp.multiply(g, 1.0 - b1)  # the one scratch array of this update
+        m *= b1
+        m += tmp
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v *= b2
+        v += tmp
+        # Bias corrections are host floats from the step count: no device value is read.
+        t = self.step_count
+        step_size = self.lr / (1.0 - b1 ** t)
+        xp.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1.0 - b2 ** t)
+        tmp += self.eps
+        xp.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        w -= tmp
+
+
+class AdamW(Adam):
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2); decoupled decay."""
+
+    DECOUPLED = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
