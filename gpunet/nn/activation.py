@@ -1,0 +1,158 @@
+"""Element-wise activations and Softmax. Each keeps the one array its backward needs.
+
+    ReLU:      y = max(x, 0)                   dx = dy · (y > 0)         keeps y, or a 1-bit mask
+    LeakyReLU: y = x if x > 0 else a·x         dx = dy · (1 if x > 0 else a)   keeps x
+    Sigmoid:   y = 1 / (1 + e^−x)              dx = dy · y · (1 − y)     keeps y
+    Tanh:      y = tanh(x)                     dx = dy · (1 − y²)        keeps y
+    Softmax:   y = e^(x − max) / Σ e^(x − max) dx = y · (dy − Σ dy·y)    keeps y (along `axis`)
+
+ReLU's backward runs through `gpunet.ops.relu` (a CUDA kernel on GPU, its NumPy twin on
+CPU). Any input shape works; the input must be float32 or float64.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..errors import GpunetValueError
+from ..ops import relu as relu_ops
+from ._layer import Layer, boolean, real
+
+
+class ReLU(Layer):
+    """max(x, 0). mask=True keeps a packed 1-bit mask instead of y (32× less memory than float32)."""
+
+    def __init__(self, mask=False):
+        super().__init__()
+        self.mask = boolean("ReLU", "mask", mask)
+        self._cache = None
+
+    def forward(self, x):
+        self._check_float(x)
+        y = backend.xp_of(x).maximum(x, 0)
+        self._cache = (relu_ops.relu_pack_mask(y) if self.mask else y, y.shape)
+        return y
+
+    def backward(self, dy):
+        kept, shape = self._saved()
+        self._check_dy(dy, shape)
+        if self.mask:
+            return relu_ops.relu_backward_mask(dy, kept)
+        return relu_ops.relu_backward(dy, kept)
+
+    def extra_repr(self):
+        return "mask=True" if self.mask else ""
+
+
+class LeakyReLU(Layer):
+    """x for x > 0, negative_slope · x otherwise (Maas et al. 2013)."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = real("LeakyReLU", "negative_slope", negative_slope)
+        self._cache = None
+
+    def forward(self, x):
+        self._check_float(x)
+        xp = backend.xp_of(x)
+        y = x * self.negative_slope
+        # max(x, a·x) is the piecewise form for any a <= 1 (negative a included); min for a > 1.
+        if self.negative_slope <= 1:
+            xp.maximum(x, y, out=y)
+        else:
+            xp.minimum(x, y, out=y)
+        self._cache = x
+        return y
+
+    def backward(self, dy):
+        x = self._saved()
+        self._check_dy(dy, x.shape)
+        return relu_ops.leaky_relu_backward(dy, x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(Layer):
+    """1 / (1 + e^−x), computed as (1 + tanh(x/2)) / 2: no overflow for any x."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        self._check_float(x)
+        xp = backend.xp_of(x)
+        y = x * 0.5
+        xp.tanh(y, out=y)
+        y += 1.0
+        y *= 0.5
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._saved()
+        self._check_dy(dy, y.shape)
+        dx = 1.0 - y
+        dx *= y
+        dx *= dy
+        return dx
+
+
+class Tanh(Layer):
+    """tanh(x)."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        self._check_float(x)
+        y = backend.xp_of(x).tanh(x)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._saved()
+        self._check_dy(dy, y.shape)
+        dx = y * y
+        backend.xp_of(y).subtract(1.0, dx, out=dx)
+        dx *= dy
+        return dx
+
+
+class Softmax(Layer):
+    """Normalised exponentials along `axis` (max-subtracted, so no overflow).
+
+    For classification training prefer raw logits into gn.losses.SoftmaxCrossEntropy,
+    which fuses softmax with the loss and is more accurate.
+    """
+
+    def __init__(self, axis=-1):
+        super().__init__()
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise GpunetValueError(f"Softmax: axis expected an int, got {axis!r}")
+        self.axis = axis
+        self._cache = None
+
+    def forward(self, x):
+        self._check_array(x)
+        if not -x.ndim <= self.axis < x.ndim:
+            raise self._shape_error(f"at least {self.axis + 1 if self.axis >= 0 else -self.axis} "
+                                    f"dimensions (axis={self.axis})", x)
+        self._check_float(x)
+        xp = backend.xp_of(x)
+        y = x - x.max(axis=self.axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._saved()
+        self._check_dy(dy, y.shape)
+        dx = dy * y
+        s = dx.sum(axis=self.axis, keepdims=True)
+        dx -= y * s
+        return dx
+
+    def extra_repr(self):
+        return "" if self.axis == -1 else f"axis={self.axis}"
