@@ -156,6 +156,38 @@ def device_of(a) -> "Device":
 
 # ---------------------------------------------------------------- devices
 
+class Generator:
+    """A seeded uniform stream that lives on one device: NumPy PCG64 on the CPU, CuPy's
+    RandomState on a GPU. Anything with `.uniform(shape, dtype)` can feed Dropout."""
+
+    def __init__(self, device: "Device", seed: int):
+        self.device, self.seed = device, int(seed)
+        if device.is_gpu:
+            with device:
+                self.rng = device.xp.random.RandomState(self.seed)
+        else:
+            self.rng = np.random.Generator(np.random.PCG64(self.seed))
+
+    def uniform(self, shape, dtype=None):
+        dt = resolve_dtype(dtype)
+        if self.device.is_gpu:
+            with self.device:
+                return self.rng.random_sample(size=shape, dtype=dt)
+        return self.rng.random(size=shape, dtype=dt)
+
+    def state(self) -> dict:
+        """A JSON-able snapshot (exact on the CPU; on a GPU, CuPy exports no state: seed only)."""
+        if self.device.is_gpu:
+            return {"device": self.device.name, "seed": self.seed, "kind": "cupy-seed-only"}
+        return {"device": self.device.name, "seed": self.seed, "state": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        if self.device.is_gpu or "state" not in state:
+            self.__init__(self.device, state.get("seed", self.seed))
+        else:
+            self.rng.bit_generator.state = state["state"]
+
+
 class Device:
     """One place arrays live: the host CPU (NumPy) or one CUDA GPU (CuPy)."""
 
@@ -171,33 +203,25 @@ class Device:
     # -- random streams
     def seed(self, seed: int) -> None:
         """Reseed this device's generator (dropout masks and on-device shuffles)."""
-        self._seed = int(seed)
-        if self.is_gpu:
-            with self:
-                self.rng = self.xp.random.RandomState(self._seed)
-        else:
-            self.rng = np.random.Generator(np.random.PCG64(self._seed))
+        self._generator = Generator(self, seed)
+
+    @property
+    def rng(self):
+        return self._generator.rng
 
     def uniform(self, shape, dtype=None):
-        """Uniform [0, 1) samples of `dtype` on this device, from `self.rng`."""
-        dt = resolve_dtype(dtype)
-        if self.is_gpu:
-            with self:
-                return self.rng.random_sample(size=shape, dtype=dt)
-        return self.rng.random(size=shape, dtype=dt)
+        """Uniform [0, 1) samples of `dtype` on this device, from the device's generator."""
+        return self._generator.uniform(shape, dtype)
+
+    def generator(self, seed: int) -> "Generator":
+        """An independent seeded stream on this device (e.g. one per data-parallel replica)."""
+        return Generator(self, seed)
 
     def rng_state(self) -> dict:
-        """A JSON-able snapshot of this device's generator (for checkpoints)."""
-        if self.is_gpu:
-            # CuPy's RandomState has no portable state export; record the seed and draw count.
-            return {"device": self.name, "seed": self._seed, "kind": "cupy-seed-only"}
-        return {"device": self.name, "state": self.rng.bit_generator.state}
+        return self._generator.state()
 
     def set_rng_state(self, state: dict) -> None:
-        if self.is_gpu or "state" not in state:
-            self.seed(state.get("seed", self._seed))
-        else:
-            self.rng.bit_generator.state = state["state"]
+        self._generator.set_state(state)
 
     # -- transfers
     def asarray(self, a, dtype=None):
@@ -251,6 +275,14 @@ class Device:
 
     def __repr__(self):
         return f"Device({self.name!r})"
+
+    # A Device is a process-wide singleton (it owns a generator and compiled kernels):
+    # copying a model must not copy its device.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.name == self.name
@@ -344,3 +376,21 @@ def versions() -> dict:
     """Python, NumPy and CuPy versions (CuPy None when not importable)."""
     return {"python": sys.version.split()[0], "numpy": np.__version__,
             "cupy": gpu_status().cupy_version}
+
+
+# ---------------------------------------------------------------- multi-GPU plumbing
+
+def nccl_available() -> bool:
+    """True when CuPy was built with NCCL support and a GPU is usable."""
+    if not is_gpu_available():
+        return False
+    try:
+        return bool(_import_cupy().cuda.nccl.available)
+    except Exception:
+        return False
+
+
+def cupyx_distributed():
+    """The `cupyx.distributed` module (NCCL process groups with a TCP store)."""
+    import cupyx.distributed  # noqa: F401  (CuPy's own package; kept behind this module)
+    return cupyx.distributed

@@ -12,23 +12,29 @@ import sys
 # name -> (module, one-line help). Modules are imported lazily so `gpunet info`
 # works even where a heavier command's optional dependencies are missing.
 COMMANDS = {
+    "train": ("gpunet.cli.train", "train a model and write a run folder (the main job)"),
+    "evaluate": ("gpunet.cli.evaluate", "evaluate a checkpoint on a dataset"),
     "info": ("gpunet.cli.info", "report devices, versions and kernel status"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (for its flags)."""
     parser = argparse.ArgumentParser(prog="gpunet", allow_abbrev=False,
                                      description="GPU-accelerated neural-network training (CuPy/NumPy).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

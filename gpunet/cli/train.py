@@ -1,0 +1,118 @@
+"""`gpunet train`: train a zoo model on a dataset and write a run folder.
+
+runs/<name>/ holds config.json, metrics.jsonl (epoch lines plus sparse step lines),
+checkpoint-last.npz, checkpoint-best.npz, history.json and curves.png (matplotlib)
+or curves.svg. `--resume` continues runs/<name>/checkpoint-last.npz exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import gpunet as gn
+
+from .. import losses, runconfig
+from ..callbacks import JSONLLogger, ModelCheckpoint
+from ..checkpoint import atomic_write_bytes
+from ..errors import GpunetError
+from ..plot import write_curves
+
+
+def add_arguments(parser) -> None:
+    for name, field in runconfig.FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", default=None, help=f"(default {field.default})")
+        else:
+            kind = {"int": int, "float": float}.get(str(field.type), str)
+            parser.add_argument(flag, type=kind, default=None, metavar=name.upper(),
+                                help=f"(default {field.default!r})")
+    parser.add_argument("--config", default=None, metavar="FILE.toml",
+                        help="read settings from a TOML or JSON file; flags override it")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_dir(cfg) -> Path:
+    """runs/<name>; a fresh run never overwrites an existing folder (it gets -2, -3, ...)."""
+    base = Path(cfg.out) / cfg.run_name
+    if cfg.resume:
+        return base
+    path, i = base, 2
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def print_config(console, cfg, folder) -> None:
+    t = Table(title=f"gpunet train → {folder}", show_header=False)
+    for k, v in dataclasses.asdict(cfg).items():
+        t.add_row(k, escape(repr(v)))
+    console.print(t)
+
+
+def run(args) -> int:
+    console = Console()
+    try:
+        flags = {k: getattr(args, k) for k in runconfig.FIELDS}
+        cfg = runconfig.resolve(flags, args.config)
+        return train(cfg, console, quiet=args.quiet)
+    except GpunetError as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}")
+        return 2
+
+
+def train(cfg, console, quiet=False) -> int:
+    folder = run_dir(cfg)
+    last = folder / "checkpoint-last.npz"
+    if cfg.resume and not last.is_file():
+        raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none")
+    gn.manual_seed(cfg.seed)
+    dev = gn.device(cfg.device)
+    train_set, val_set, test_set = runconfig.datasets(cfg)
+    model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), len(train_set.classes))
+    model.to(dev, dtype=cfg.dtype)
+    opt = runconfig.build_optimizer(cfg, model.parameters())
+    folder.mkdir(parents=True, exist_ok=True)
+    print_config(console, cfg, folder)
+    console.print(f"device {dev.name}, {runconfig.param_count(model):,} parameters, "
+                  f"{len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
+    atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+    ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
+    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
+                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt])
+    trainer.config = dataclasses.asdict(cfg)
+    if cfg.resume:
+        meta = trainer.resume(last)
+        ckpt.best = meta.get("best")
+        console.print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.global_step}")
+    history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
+    test = trainer.evaluate(test_set)
+    with open(folder / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "test", **test}) + "\n")
+    history.to_json(folder / "history.json")
+    summary(console, history, test, folder, write_curves(history.epochs, folder))
+    return 0
+
+
+def summary(console, history, test, folder, curves) -> None:
+    t = Table(title="epochs")
+    for col in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples/s"):
+        t.add_column(col, justify="right")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for e in history.epochs:
+        t.add_row(str(e["epoch"] + 1), fmt(e.get("loss"), ".4f"), fmt(e.get("accuracy"), ".4f"),
+                  fmt(e.get("val_loss"), ".4f"), fmt(e.get("val_accuracy"), ".4f"), fmt(e.get("lr"), ".4g"),
+                  fmt(e.get("seconds"), ".2f"), fmt(e.get("samples_per_s"), ",.0f"))
+    console.print(t)
+    console.print(f"[bold]test[/]: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}")
+    console.print(f"run folder: {folder}  ({escape(curves)})")
+
+
+if __name__ == "__main__":
+    sys.exit(run(None))

@@ -1,0 +1,254 @@
+"""Trainer: Keras's `fit` ergonomics over gpunet's explicit forward/backward.
+
+One step:  logits = model(x); loss = loss_fn.forward(logits, y);
+           model.backward(loss_fn.backward()); optimizer.step(); optimizer.zero_grad()
+
+Loss sums and correct counts accumulate **on the device**; the host reads them only
+at logging points (`log_every` steps, default ~10 per epoch) and at epoch end, so the
+hot loop never waits for the GPU. The reported loss includes regularization
+penalties. Checkpoints carry everything `resume` needs to continue bit-exactly on
+the CPU: weights, optimizer and scheduler state, epoch/step, the device RNG, History.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from . import backend, ops
+from .callbacks import CallbackList, History, LRScheduleCallback
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DataLoader, Dataset
+from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
+from .metrics import count_correct
+
+METRICS = ("accuracy",)
+LR_SCALINGS = ("none", "linear")
+
+
+class Trainer:
+    """Fit `model` with `loss` and `optimizer` on one device.
+
+    schedule: an `optim.Scheduler`, or a schedule object wrapped in one (stepped per epoch).
+    log_every: steps between host syncs for progress and live checks (None: ~10 per epoch).
+
+    Data parallel: `devices=[...]` makes one replica per entry (see gpunet.parallel);
+    `reduce` is "mean" or "sum"; `lr_scaling="linear"` multiplies the lr by the number
+    of replicas (Goyal et al. 2017) and `warmup_epochs` ramps it there linearly from
+    the unscaled lr, step by step. `comm` overrides the communicator.
+    """
+
+    def __init__(self, model, loss, optimizer, device="auto", metrics=("accuracy",), callbacks=(),
+                 schedule=None, seed=0, log_every=None, devices=None, reduce="mean", lr_scaling="none",
+                 warmup_epochs=0, comm=None):
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise GpunetValueError(f"metrics: expected a subset of {METRICS}, got {list(metrics)}")
+        if log_every is not None and (not isinstance(log_every, int) or log_every < 1):
+            raise GpunetValueError(f"log_every: expected a positive int or None, got {log_every!r}")
+        if lr_scaling not in LR_SCALINGS:
+            raise GpunetValueError(f"lr_scaling: expected one of {LR_SCALINGS}, got {lr_scaling!r}")
+        if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
+            raise GpunetValueError(f"warmup_epochs: expected a number >= 0, got {warmup_epochs!r}")
+        self.engine = None
+        if devices is not None:
+            from .parallel import DataParallel
+            self.engine = DataParallel(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
+            self.device = self.engine.devices[0]
+        else:
+            self.device = backend.device(device)
+            model.to(self.device)
+        self.model, self.loss_fn, self.optimizer = model, loss, optimizer
+        self.replicas = self.engine.world if self.engine else 1
+        self.reduce = reduce if self.engine else "mean"
+        self.unscaled_lr = float(optimizer.lr)
+        if lr_scaling == "linear":
+            optimizer.lr = self.unscaled_lr * self.replicas
+        self.base_lr, self.lr_scaling, self.warmup_epochs = float(optimizer.lr), lr_scaling, warmup_epochs
+        self.metrics, self.seed, self.log_every = tuple(metrics), int(seed), log_every
+        self.scheduler = self._make_scheduler(schedule)
+        self.history = History()
+        extra = [LRScheduleCallback(self.scheduler)] if self.scheduler is not None else []
+        self.callbacks = CallbackList([self.history, *callbacks, *extra])  # History first: checkpoints see the epoch
+        self.callbacks.set_trainer(self)
+        self.epoch, self.global_step, self.stop_training = 0, 0, False
+        self._batch_done, self._acc = 0, None  # progress inside the current epoch
+        self._resume_batch, self._resume_acc = 0, None
+        self.config = None  # JSON-able run config, stored in checkpoints (evaluate rebuilds from it)
+
+    def _make_scheduler(self, schedule):
+        if schedule is None or (hasattr(schedule, "step") and hasattr(schedule, "state_dict")):
+            return schedule
+        from .optim.schedules import Scheduler
+        return Scheduler(self.optimizer, schedule, unit="epoch")
+
+    # ------------------------------------------------------------- data
+    def loader(self, data, batch_size, shuffle=True, drop_last=False):
+        """A DataLoader on this trainer's device and dtype (a DataLoader passes through)."""
+        if isinstance(data, DataLoader):
+            return data
+        if not isinstance(data, Dataset):
+            raise GpunetTypeError(f"data: expected a gn.data.Dataset or DataLoader, got {type(data).__name__}")
+        return DataLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, device=self.device,
+                          seed=self.seed, dtype=self.model.dtype)
+
+    # ------------------------------------------------------------- fit
+    def fit(self, train, epochs, batch_size=128, val=None, verbose=False) -> History:
+        """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
+        if not isinstance(epochs, int) or epochs < 1:
+            raise GpunetValueError(f"epochs: expected a positive int, got {epochs!r}")
+        loader = self.loader(train, batch_size)
+        val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
+        callbacks = self.callbacks
+        if verbose:
+            from .progress import RichProgress
+            callbacks = CallbackList([RichProgress(epochs, len(loader)), *self.callbacks.callbacks])
+            callbacks.set_trainer(self)
+        self.stop_training = False
+        callbacks.on_train_begin({"epochs": epochs, "steps_per_epoch": len(loader)})
+        try:
+            while self.epoch < epochs and not self.stop_training:
+                callbacks.on_epoch_begin(self.epoch)
+                logs = self._train_epoch(loader, callbacks)
+                if val_loader is not None:
+                    v = self.evaluate(val_loader)
+                    logs.update(val_loss=v["loss"], val_accuracy=v.get("accuracy"))
+                self.epoch += 1
+                callbacks.on_epoch_end(self.epoch - 1, logs)
+        finally:
+            callbacks.on_train_end({"epoch": self.epoch, "global_step": self.global_step})
+        return self.history
+
+    def _train_epoch(self, loader, callbacks) -> dict:
+        xp, model = self.device.xp, self.model
+        model.train()
+        steps = len(loader)
+        log_every = self.log_every or max(1, steps // 10)
+        loss_sum, correct, seen = self._epoch_accumulators(xp)
+        self._warmup(steps)
+        lr = float(self.optimizer.lr)  # the lr at the epoch's first step (schedules step at epoch end)
+        start = self._resume_batch
+        self._resume_batch, self._resume_acc = 0, None
+        t0 = time.perf_counter()
+        for batch, (x, y) in enumerate(loader.iterate(self.epoch, start_batch=start), start=start):
+            self._warmup(steps)
+            loss, batch_correct = self._step(x, y)
+            n = x.shape[0]
+            loss_sum += loss * n
+            if self.metrics:
+                correct += batch_correct
+            seen += n
+            self.global_step += 1
+            logs = {"epoch": self.epoch, "batch": batch, "step": self.global_step, "size": n}
+            self._batch_done, self._acc = batch + 1, (loss_sum, correct, seen)
+            if (batch + 1) % log_every == 0 and batch + 1 < steps:
+                logs.update(self._read(loss_sum, correct, seen, t0, batch + 1 - start))
+            callbacks.on_batch_end(self.global_step - 1, logs)
+        record = {"epoch": self.epoch, **self._read(loss_sum, correct, seen, t0, None)}
+        record.update(lr=lr, seconds=time.perf_counter() - t0)
+        record["samples_per_s"] = (seen - self._start_seen) / max(record["seconds"], 1e-9)
+        self._batch_done, self._acc = 0, None
+        return record
+
+    def _step(self, x, y):
+        """One optimizer step on batch (x, y): returns (mean loss incl. penalties, correct count)."""
+        if self.engine is not None:
+            return self.engine.train_step(x, y)
+        logits = self.model.forward(x)
+        loss = self.loss_fn.forward(logits, y) + self.model.regularization_loss()
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return loss, (count_correct(logits, y) if self.metrics else None)
+
+    def _warmup(self, steps_per_epoch):
+        """Linear warmup from the unscaled lr to the (scheduled, scaled) lr over warmup_epochs."""
+        if not self.warmup_epochs:
+            return
+        total = self.warmup_epochs * steps_per_epoch
+        target = float(self.scheduler.lr) if self.scheduler is not None else self.base_lr
+        t = min(1.0, (self.global_step + 1) / total)
+        start = self.unscaled_lr * target / self.base_lr  # the scheduled lr without linear scaling
+        self.optimizer.lr = start + (target - start) * t
+
+    def _epoch_accumulators(self, xp):
+        self._start_seen = 0
+        if self._resume_acc is not None:  # a mid-epoch resume continues the epoch's sums
+            loss_sum, correct, seen = self._resume_acc
+            self._start_seen = seen
+            return xp.asarray(loss_sum, dtype=np.float64), xp.asarray(correct, dtype=np.int64), seen
+        return xp.zeros((), dtype=np.float64), xp.zeros((), dtype=np.int64), 0
+
+    def _read(self, loss_sum, correct, seen, t0, steps_done) -> dict:
+        """Host copies of the running epoch means (a sync). Stops the run on NaN/Inf."""
+        ops.raise_deferred_errors(self.device)
+        loss = float(loss_sum) / max(seen, 1)  # sync
+        if not math.isfinite(loss):
+            self.stop_training = True
+            raise NonFiniteError(f"training diverged: loss is {loss} at epoch {self.epoch}, "
+                                 f"step {self.global_step}; lower the learning rate "
+                                 f"(lr={float(self.optimizer.lr):g}). The last checkpoint written "
+                                 "before this point is intact.")
+        out = {"loss": loss}
+        if self.metrics:
+            out["accuracy"] = int(correct) / max(seen, 1)  # sync
+        if steps_done is not None:
+            out["samples_per_s"] = (seen - self._start_seen) / max(time.perf_counter() - t0, 1e-9)
+        return out
+
+    # ------------------------------------------------------------- evaluate
+    def evaluate(self, data, batch_size=1024) -> dict:
+        """Mean loss (penalties included) and accuracy over `data`, in eval mode."""
+        loader = self.loader(data, batch_size, shuffle=False)
+        xp, model = self.device.xp, self.model
+        was_training = model.training
+        model.eval()
+        loss_sum, correct, seen = xp.zeros((), np.float64), xp.zeros((), np.int64), 0
+        try:
+            for x, y in loader.iterate(0):
+                logits = model.forward(x)
+                loss_sum += self.loss_fn.forward(logits, y) * x.shape[0]
+                correct += count_correct(logits, y)
+                seen += x.shape[0]
+        finally:
+            model.train(was_training)
+        ops.raise_deferred_errors(self.device)
+        penalty = float(model.regularization_loss())  # sync
+        out = {"loss": float(loss_sum) / max(seen, 1) + penalty}  # sync
+        if self.metrics:
+            out["accuracy"] = int(correct) / max(seen, 1)  # sync
+        return out
+
+    # ------------------------------------------------------------- checkpoints
+    def save(self, path, **extra):
+        """Checkpoint everything a resume needs (atomic)."""
+        acc = None
+        if self._batch_done:  # mid-epoch: keep the epoch's running sums so its record is exact
+            loss_sum, correct, seen = self._acc
+            acc = [float(loss_sum), int(correct), int(seen)]  # sync
+        meta = {"epoch": self.epoch, "global_step": self.global_step, "seed": self.seed,
+                "batch_in_epoch": self._batch_done, "accumulators": acc,
+                "rng": self.device.rng_state(), "history": self.history.epochs,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "config": self.config,
+                "replica_rng": self.engine.rng_states() if self.engine else None, **extra}
+        return save_checkpoint(path, self.model, self.optimizer, **meta)
+
+    def resume(self, path) -> dict:
+        """Restore a checkpoint written by `save`; the next `fit` continues where it stopped."""
+        meta = load_checkpoint(path, self.model, self.optimizer)
+        self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
+        self.seed = int(meta.get("seed", self.seed))  # the data order comes from the run's seed
+        self.history.epochs = list(meta.get("history", []))
+        if self.scheduler is not None and meta.get("scheduler") is not None:
+            self.scheduler.load_state_dict(meta["scheduler"])
+        if meta.get("rng"):
+            self.device.set_rng_state(meta["rng"])
+        if self.engine is not None:
+            self.engine.broadcast_state()
+            if meta.get("replica_rng"):
+                self.engine.set_rng_states(meta["replica_rng"])
+        self._resume_batch = int(meta.get("batch_in_epoch", 0))
+        self._resume_acc = meta.get("accumulators") if self._resume_batch else None
+        return meta
