@@ -90,14 +90,25 @@ class Trainer:
             return data
         if not isinstance(data, Dataset):
             raise GpunetTypeError(f"data: expected a gn.data.Dataset or DataLoader, got {type(data).__name__}")
+        rank, world = self._process_rank()
+        if shuffle and world > 1:  # one process per rank: each loads its own disjoint shard
+            return DataLoader(data, batch_size // world, shuffle=True, drop_last=drop_last, device=self.device,
+                              seed=self.seed, dtype=self.model.dtype, rank=rank, world_size=world)
         return DataLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, device=self.device,
                           seed=self.seed, dtype=self.model.dtype)
+
+    def _process_rank(self):
+        comm = self.engine.comm if self.engine is not None else None
+        return (comm.rank, comm.world_size) if comm is not None else (0, 1)
 
     # ------------------------------------------------------------- fit
     def fit(self, train, epochs, batch_size=128, val=None, verbose=False) -> History:
         """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
         if not isinstance(epochs, int) or epochs < 1:
             raise GpunetValueError(f"epochs: expected a positive int, got {epochs!r}")
+        if self.engine is not None and (not isinstance(batch_size, int) or batch_size % self.replicas):
+            raise GpunetValueError(f"batch_size: expected a global batch divisible by the {self.replicas} "
+                                   f"replicas (equal shards), got {batch_size!r}")
         loader = self.loader(train, batch_size)
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
         callbacks = self.callbacks
@@ -183,6 +194,7 @@ class Trainer:
     def _read(self, loss_sum, correct, seen, t0, steps_done) -> dict:
         """Host copies of the running epoch means (a sync). Stops the run on NaN/Inf."""
         ops.raise_deferred_errors(self.device)
+        loss_sum, correct, seen = self._across_processes(loss_sum, correct, seen)
         loss = float(loss_sum) / max(seen, 1)  # sync
         if not math.isfinite(loss):
             self.stop_training = True
@@ -196,6 +208,15 @@ class Trainer:
         if steps_done is not None:
             out["samples_per_s"] = (seen - self._start_seen) / max(time.perf_counter() - t0, 1e-9)
         return out
+
+    def _across_processes(self, loss_sum, correct, seen):
+        """Under `gpunet launch`, sum the epoch's running totals over the ranks (3 numbers)."""
+        if self._process_rank()[1] == 1:
+            return loss_sum, correct, seen
+        buf = self.device.xp.asarray([float(loss_sum), float(correct), float(seen)])  # sync
+        self.engine.comm.all_reduce([buf])
+        total = backend.to_numpy(buf)
+        return total[0], int(total[1]), int(total[2])
 
     # ------------------------------------------------------------- evaluate
     def evaluate(self, data, batch_size=1024) -> dict:

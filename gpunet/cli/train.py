@@ -21,6 +21,7 @@ from .. import losses, runconfig
 from ..callbacks import JSONLLogger, ModelCheckpoint
 from ..checkpoint import atomic_write_bytes
 from ..errors import GpunetError
+from ..parallel.comm import env_rank, make_process_communicator
 from ..plot import write_curves
 
 
@@ -73,11 +74,19 @@ def train(cfg, console, quiet=False) -> int:
     if cfg.resume and not last.is_file():
         raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none")
     gn.manual_seed(cfg.seed)
-    dev = gn.device(cfg.device)
+    rank, world, local_rank = env_rank()
+    dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
+                    else (f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu"))
     train_set, val_set, test_set = runconfig.datasets(cfg)
     model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
     opt = runconfig.build_optimizer(cfg, model.parameters())
+    comm = None
+    if world > 1:  # started by `gpunet launch`: one replica per process
+        comm, why = make_process_communicator(dev)
+        console.print(f"rank {rank} of {world}: {why}")
+        if rank != 0:  # only rank 0 writes the run folder and prints progress
+            return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
     console.print(f"device {dev.name}, {runconfig.param_count(model):,} parameters, "
@@ -85,7 +94,8 @@ def train(cfg, console, quiet=False) -> int:
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
-                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt])
+                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt],
+                         devices=[dev] if comm else None, comm=comm)
     trainer.config = dataclasses.asdict(cfg)
     if cfg.resume:
         meta = trainer.resume(last)
@@ -97,6 +107,17 @@ def train(cfg, console, quiet=False) -> int:
         f.write(json.dumps({"kind": "test", **test}) + "\n")
     history.to_json(folder / "history.json")
     summary(console, history, test, folder, write_curves(history.epochs, folder))
+    return 0
+
+
+def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set) -> int:
+    """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
+    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
+                         devices=[dev], comm=comm)
+    last = run_dir(cfg) / "checkpoint-last.npz"
+    if cfg.resume:
+        trainer.resume(last)
+    trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=False)
     return 0
 
 

@@ -1,0 +1,184 @@
+"""The data-parallel engine: N replicas, one global batch, one reduced gradient.
+
+A global batch of B splits into N contiguous shards of B/N. Replica i runs forward
+and backward on shard i, giving the gradient g_i of its shard's mean loss. Then
+
+    reduce="mean":  g = (1/N) Σ g_i   == the gradient of the global-batch mean loss
+    reduce="sum":   g =       Σ g_i   == N × that gradient (lr × N under plain SGD)
+
+and every replica applies g with its own optimizer, so parameters and optimizer
+state stay bit-identical (`check_replicas` verifies it on demand). Gradients live
+in one flat buffer per replica (each Parameter.grad is a view into it), so one
+all-reduce moves them all.
+
+A last batch whose size N does not divide gets unequal shards; "mean" then weights
+shard i by n_i/n, which is still exactly the global-batch mean gradient.
+
+BatchNorm keeps per-replica statistics (each replica normalises its own shard, as the
+classic multi-tower setup did); replica 0's running statistics are the model's.
+Dropout draws from an independent seeded stream per replica.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import numpy as np
+
+from .. import backend
+from ..metrics import count_correct
+from ..errors import GpunetValueError
+from .comm import LocalCommunicator, NcclCommunicator
+
+REDUCES = ("mean", "sum")
+
+
+def flatten_grads(params):
+    """Allocate one flat gradient buffer and make each Parameter.grad a view into it."""
+    if len({p.grad.dtype for p in params}) > 1:
+        raise GpunetValueError(f"data parallel: parameters expected one dtype, got "
+                               f"{sorted({str(p.grad.dtype) for p in params})}")
+    xp = backend.xp_of(params[0].grad)
+    flat = xp.zeros(sum(p.size for p in params), dtype=params[0].grad.dtype)
+    offset = 0
+    for p in params:
+        view = flat[offset:offset + p.size].reshape(p.shape)
+        view[...] = p.grad
+        p.grad = view
+        offset += p.size
+    return flat
+
+
+class Replica:
+    def __init__(self, rank, device, model, loss_fn, optimizer, generator_seed):
+        self.rank, self.device = rank, device
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        with device:
+            model.to(device)
+            for m in model.modules():
+                if hasattr(m, "generator"):
+                    m.generator = device.generator(generator_seed)
+            self.params = model.parameters()
+            self.flat_grad = flatten_grads(self.params)
+
+
+def choose_communicator(devices):
+    """local for CPUs or repeated devices; NCCL for distinct GPUs when CuPy has it. (comm, why)."""
+    names = [d.name for d in devices]
+    if len(devices) == 1:
+        return LocalCommunicator(), "local: one replica"
+    if len(set(names)) < len(names):
+        return LocalCommunicator(), (f"local: devices {names} repeat a device, and NCCL refuses two ranks "
+                                     "on one GPU, so the replicas share it in this process")
+    if all(d.is_gpu for d in devices) and backend.nccl_available():
+        return NcclCommunicator(devices), "nccl: one process, distinct GPUs"
+    return LocalCommunicator(), "local: no NCCL for these devices"
+
+
+class DataParallel:
+    """Replicas of (model, loss, optimizer) over `devices`; replica 0 is the caller's own objects."""
+
+    def __init__(self, model, loss_fn, optimizer, devices, reduce="mean", comm=None, seed=0):
+        if reduce not in REDUCES:
+            raise GpunetValueError(f"reduce: expected one of {REDUCES}, got {reduce!r}")
+        if not devices:
+            raise GpunetValueError(f"devices: expected a non-empty list of device specs, got {devices!r}")
+        self.devices = [backend.device(d) for d in devices]
+        self.reduce, self.n = reduce, len(self.devices)
+        if comm is None:
+            comm, self.comm_reason = choose_communicator(self.devices)
+        else:
+            self.comm_reason = f"{comm.name}: given"
+        self.comm = comm
+        # One global rank per replica: process rank × local replicas + local index.
+        base = comm.rank * self.n
+        self.replicas = []
+        for i, dev in enumerate(self.devices):
+            m, l, o = (model, loss_fn, optimizer) if i == 0 else copy.deepcopy((model, loss_fn, optimizer))
+            self.replicas.append(Replica(i, dev, m, l, o, generator_seed=seed * 1_000_003 + base + i))
+        self.world = self.n * comm.world_size
+
+    # ------------------------------------------------------------- one step
+    def shard_sizes(self, batch: int):
+        q, r = divmod(batch, self.n)
+        return [q + (1 if i < r else 0) for i in range(self.n)]
+
+    def train_step(self, x, y):
+        """Forward/backward on each shard, reduce, update. Returns (mean loss, correct) on replica 0."""
+        sizes = self.shard_sizes(x.shape[0])
+        if min(sizes) == 0:
+            raise GpunetValueError(f"data parallel: batch of {x.shape[0]} expected at least one sample "
+                                   f"per replica ({self.n} replicas)")
+        home = self.replicas[0].device
+        xp = home.xp
+        loss_sum, correct, start = xp.zeros((), np.float64), xp.zeros((), np.int64), 0
+        for r, n in zip(self.replicas, sizes):
+            with r.device:
+                xs, ys = r.device.asarray(x[start:start + n]), r.device.asarray(y[start:start + n])
+                logits = r.model.forward(xs)
+                loss = r.loss_fn.forward(logits, ys) + r.model.regularization_loss()
+                r.model.backward(r.loss_fn.backward())
+                c = count_correct(logits, ys)
+            loss_sum += home.asarray(loss) * n
+            correct += home.asarray(c)
+            start += n
+        self._reduce(sizes)
+        lr = self.replicas[0].optimizer.lr
+        for r in self.replicas:
+            with r.device:
+                r.optimizer.lr = lr
+                r.optimizer.step()
+                r.optimizer.zero_grad()
+        return loss_sum / x.shape[0], correct
+
+    def _reduce(self, sizes):
+        total = sum(sizes)
+        if self.reduce == "mean" and len(set(sizes)) > 1:
+            for r, n in zip(self.replicas, sizes):  # unequal shards: weight by n_i / n
+                r.flat_grad *= r.flat_grad.dtype.type(n * self.n / total)
+        self.comm.all_reduce([r.flat_grad for r in self.replicas], op="sum")
+        if self.reduce == "mean":
+            scale = self.replicas[0].flat_grad.dtype.type(1.0 / self.world)
+            for r in self.replicas:
+                r.flat_grad *= scale
+
+    def broadcast_state(self):
+        """Copy replica 0's weights, buffers and optimizer state to every other replica."""
+        model_state = self.replicas[0].model.state_dict()
+        opt_state = self.replicas[0].optimizer.state_dict()
+        for r in self.replicas[1:]:
+            with r.device:
+                r.model.load_state_dict(model_state)
+                r.optimizer.load_state_dict(opt_state)
+
+    def rng_states(self):
+        return [[m.generator.state() for m in r.model.modules() if getattr(m, "generator", None) is not None]
+                for r in self.replicas]
+
+    def set_rng_states(self, states):
+        for r, st in zip(self.replicas, states):
+            gens = [m.generator for m in r.model.modules() if getattr(m, "generator", None) is not None]
+            for g, s in zip(gens, st):
+                g.set_state(s)
+
+    # ------------------------------------------------------------- debugging
+    def checksums(self):
+        """SHA-256 of each replica's parameters and optimizer state (host copies: a sync)."""
+        out = []
+        for r in self.replicas:
+            h = hashlib.sha256()
+            for p in r.params:
+                h.update(backend.to_numpy(p.data).tobytes())
+            for k, v in sorted(r.optimizer.state_dict().get("buffers", {}).items()):
+                h.update(k.encode() + backend.to_numpy(v).tobytes())
+            out.append(h.hexdigest())
+        return out
+
+    def check_replicas(self):
+        """Raise if any replica's parameters or optimizer state differ from replica 0's."""
+        sums = self.checksums()
+        bad = [i for i, s in enumerate(sums) if s != sums[0]]
+        if bad:
+            raise AssertionError(f"data parallel: replicas {bad} differ from replica 0 "
+                                 f"(parameter/optimizer checksums {[s[:12] for s in sums]})")
+        return sums[0]
