@@ -11,8 +11,9 @@ state stay bit-identical (`check_replicas` verifies it on demand). Gradients liv
 in one flat buffer per replica (each Parameter.grad is a view into it), so one
 all-reduce moves them all.
 
-A last batch whose size N does not divide gets unequal shards; "mean" then weights
-shard i by n_i/n, which is still exactly the global-batch mean gradient.
+A last batch whose size N does not divide gets unequal shards; shard i's gradient is
+then weighted by N·n_i/n before the sum, so "mean" is still exactly the global-batch
+mean gradient and "sum" exactly N times it.
 
 BatchNorm keeps per-replica statistics (each replica normalises its own shard, as the
 classic multi-tower setup did); replica 0's running statistics are the model's.
@@ -133,8 +134,8 @@ class DataParallel:
 
     def _reduce(self, sizes):
         total = sum(sizes)
-        if self.reduce == "mean" and len(set(sizes)) > 1:
-            for r, n in zip(self.replicas, sizes):  # unequal shards: weight by n_i / n
+        if len(set(sizes)) > 1:
+            for r, n in zip(self.replicas, sizes):  # unequal shards: weight by N·n_i/n
                 r.flat_grad *= r.flat_grad.dtype.type(n * self.n / total)
         self.comm.all_reduce([r.flat_grad for r in self.replicas], op="sum")
         if self.reduce == "mean":
