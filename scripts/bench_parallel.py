@@ -1,0 +1,78 @@
+"""Overhead of the data-parallel wrapper at N=1 against the plain trainer, side by side.
+
+Trains the MNIST MLP (784-512-256-10, batch 128) for a few epochs both ways in one
+process, alternating, and reports the median epoch time of each and their ratio.
+Also times N simulated replicas on the same device for reference.
+
+    python scripts/bench_parallel.py --device cpu --out benchmarks/results/parallel-cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import gpunet as gn
+
+
+def make_trainer(device, devices):
+    gn.manual_seed(0)
+    model = gn.models.mlp([784, 512, 256, 10])
+    model.to(device)
+    opt = gn.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, device=device, devices=devices)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=20000, help="MNIST training samples per epoch")
+    ap.add_argument("--replicas", type=int, default=4, help="also time this many simulated replicas")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    try:
+        dev = gn.device(args.device)
+    except gn.GpunetError as e:
+        print(f"bench_parallel: {e}", file=sys.stderr)
+        return 2
+    data = gn.data.load("mnist", "train")
+    data = data.subset(range(min(args.samples, len(data))))
+    setups = {"plain trainer": None, "data parallel, N=1": [dev.name],
+              f"data parallel, N={args.replicas} on one device": [dev.name] * args.replicas}
+    trainers = {k: make_trainer(dev, v) for k, v in setups.items()}
+    times = {k: [] for k in setups}
+    for _ in range(args.repeats + 1):  # the first round warms up and is dropped
+        for name, t in trainers.items():
+            t.epoch = 0
+            t.history.epochs.clear()
+            t.fit(data, epochs=1, batch_size=128)
+            times[name].append(t.history.seconds[0])
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    base = med["plain trainer"]
+    rows = [{"setup": k, "median_epoch_s": m, "samples_per_s": len(data) / m, "ratio_vs_plain": m / base,
+             "all_epoch_s": times[k][1:]} for k, m in med.items()]
+    t = Table(title=f"data-parallel overhead on {dev.name} ({platform.processor() or platform.machine()})")
+    for c in ("setup", "median epoch (s)", "samples/s", "time vs plain"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["setup"], f"{r['median_epoch_s']:.3f}", f"{r['samples_per_s']:,.0f}", f"{r['ratio_vs_plain']:.3f}×")
+    Console().print(t)
+    result = {"benchmark": "parallel_overhead", "device": dev.name, "machine": platform.machine(),
+              "date": datetime.date.today().isoformat(), "samples": len(data), "batch_size": 128,
+              "repeats": args.repeats, "rows": rows}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
