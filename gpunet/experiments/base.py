@@ -1,0 +1,81 @@
+"""What every experiment returns, and how it is shown and saved.
+
+An experiment module defines NAME, QUESTION and `run(quick, device, out) -> Result`.
+It is built only from public gpunet APIs. Its conclusion is a paragraph computed
+from the measured numbers (f-strings over the results), never a canned sentence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import platform
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..checkpoint import atomic_write_bytes
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    question: str
+    columns: list                     # column names of the table, in order
+    rows: list                        # list of dicts keyed by column name
+    conclusion: str                   # computed from the numbers
+    data: dict = dataclasses.field(default_factory=dict)   # extra measurements (curves, ...)
+    findings: dict = dataclasses.field(default_factory=dict)  # the key numbers tests assert on
+    figures: list = dataclasses.field(default_factory=list)   # files written beside result.json
+    quick: bool = False
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["date"] = datetime.date.today().isoformat()
+        d["machine"] = platform.machine()
+        return d
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def show(result: Result, console: Console | None = None) -> None:
+    console = console or Console()
+    t = Table(title=f"{result.name}: {result.question}")
+    for c in result.columns:
+        t.add_column(c, justify="right")
+    for row in result.rows:
+        t.add_row(*(escape(_fmt(row.get(c, ""))) for c in result.columns))
+    console.print(t)
+    console.print(escape(result.conclusion))
+    mode = "quick" if result.quick else "full"
+    console.print(f"[dim]{mode} run on {result.device} in {result.seconds:.1f} s[/]")
+
+
+def save(result: Result, out) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "result.json"
+    atomic_write_bytes(path, json.dumps(result.to_json(), indent=1, default=float).encode())
+    return path
+
+
+def try_plot():
+    """matplotlib.pyplot with the Agg backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        return None
