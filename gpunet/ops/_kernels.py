@@ -1,0 +1,86 @@
+"""Loading and launching gpunet's raw CUDA kernels (kernels/<op>.cu) from the op wrappers.
+
+Each op dispatches to its kernel when its arrays are CuPy arrays and `kernels_available`
+says yes; otherwise it runs its NumPy/CuPy twin. Setting GPUNET_NO_KERNELS=1 forces the
+twins everywhere (for A/B checks on a GPU).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import backend
+from ..errors import DeviceError, GpunetTypeError, GpunetValueError, ShapeError
+
+_functions: dict = {}
+
+
+def kernels_available(device) -> bool:
+    """True when `device` is a usable GPU and gpunet's kernel sources are installed."""
+    try:
+        dev = backend.device(device)
+    except DeviceError:
+        return False
+    if not dev.is_gpu or os.environ.get("GPUNET_NO_KERNELS", "") not in ("", "0"):
+        return False
+    return backend.kernels_dir() is not None
+
+
+def use_kernel(a) -> bool:
+    """Dispatch rule: CuPy array on a device whose kernels are available."""
+    return backend.is_cupy_array(a) and kernels_available(backend.device_of(a))
+
+
+def function(dev, module: str, name: str):
+    """Kernel `name` of kernels/<module>.cu on `dev`, compiled once per device (backend caches)."""
+    key = (dev.name, module, name)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = dev.raw_module(module).get_function(name)
+        _functions[key] = fn
+    return fn
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def same_offset_mod16(*arrays) -> bool:
+    """True when every array's data pointer has the same offset modulo 16 bytes, so one
+    scalar head brings all of them to a float4/double2 boundary at once."""
+    ptrs = [a.data.ptr for a in arrays]
+    return all((p - ptrs[0]) % 16 == 0 for p in ptrs)
+
+
+def dtype_suffix(dtype) -> str:
+    return "f32" if np.dtype(dtype) == np.float32 else "f64"
+
+
+def check_float(name: str, arg: str, a) -> None:
+    """`a` must be a float32 or float64 array."""
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise GpunetTypeError(f"{name}: expected {arg} to be a NumPy or CuPy array, got {type(a).__name__}")
+    if a.dtype not in backend.FLOAT_DTYPES:
+        raise GpunetTypeError(f"{name}: expected {arg} of dtype float32 or float64, got {a.dtype}")
+
+
+def check_like(name: str, arg: str, a, ref, ref_arg: str) -> None:
+    """`a` must match `ref` in array module, device, shape and dtype."""
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise GpunetTypeError(f"{name}: expected {arg} to be an array like {ref_arg}, got {type(a).__name__}")
+    if backend.is_cupy_array(a) != backend.is_cupy_array(ref) or \
+            (backend.is_cupy_array(a) and a.device.id != ref.device.id):
+        raise GpunetTypeError(f"{name}: expected {arg} on the same device as {ref_arg} "
+                              f"({backend.device_of(ref).name}), got {backend.device_of(a).name}")
+    if tuple(a.shape) != tuple(ref.shape):
+        raise ShapeError(f"{name}: expected {arg} of shape {tuple(ref.shape)} (the shape of {ref_arg}), "
+                         f"got {tuple(a.shape)}")
+    if a.dtype != ref.dtype:
+        raise GpunetTypeError(f"{name}: expected {arg} of dtype {ref.dtype} (the dtype of {ref_arg}), got {a.dtype}")
+
+
+def check_contiguous(name: str, arg: str, a) -> None:
+    if not a.flags.c_contiguous:
+        raise GpunetValueError(f"{name}: expected a C-contiguous {arg} (use xp.ascontiguousarray), "
+                               f"got strides {tuple(a.strides)} for shape {tuple(a.shape)}")

@@ -1,0 +1,113 @@
+// ReLU / LeakyReLU backward and the 1-bit ReLU mask.
+//
+// Shapes and layout: every array is a flat, contiguous run of n elements (any tensor shape,
+// C order). T = float (entries *_f32) or double (*_f64); n < 2^63.
+//   relu_backward_*        dx[i] = y[i] > 0 ? dy[i] : 0            (dy, y, dx: T[n])
+//   leaky_relu_backward_*  dx[i] = x[i] > 0 ? dy[i] : slope * dy[i] (dy, x, dx: T[n])
+//   relu_pack_mask_*       mask[w] bit b = (y[32w + b] > 0)          (y: T[n], mask: u32[ceil(n/32)])
+//   relu_backward_mask_*   dx[i] = bit i%32 of mask[i/32] ? dy[i] : 0
+// ReLU uses a select, not dy * (y > 0), so dy = NaN or Inf where y <= 0 gives 0, as
+// PyTorch's threshold_backward does. dx may be dy itself (in place).
+//
+// Launch: 1-D grid-stride, any blockDim (the wrappers use 256) and any grid.
+// Vector width: float4 (4 floats) / double2 (2 doubles). When `vec` is set, all the T
+// arrays of the call share the same address offset modulo 16 (the wrapper checks); the
+// first threads then handle a scalar head up to the first 16-byte boundary, the grid
+// strides over the 16-byte vectors, and a scalar tail finishes. With vec = 0 everything
+// runs scalar (still coalesced).
+// relu_pack_mask: one warp per 32-bit word (__ballot_sync), grid-stride over words; blockDim
+// must be a multiple of 32.
+//
+// Compiled by NVRTC (no includes, no host code): nvcc -cubin -arch=sm_80 / sm_90 also works.
+
+typedef unsigned long long u64;
+
+template <typename T> struct VecOf;
+template <> struct VecOf<float> { typedef float4 V; static const int VW = 4; };
+template <> struct VecOf<double> { typedef double2 V; static const int VW = 2; };
+
+// The element-wise rules. `i` is the flat element index (used by the mask variant).
+template <typename T> struct ReluOp {
+    const T* y;
+    __device__ __forceinline__ T operator()(T dy, T yi, long long) const { return yi > T(0) ? dy : T(0); }
+};
+template <typename T> struct LeakyOp {
+    const T* x;
+    T slope;
+    __device__ __forceinline__ T operator()(T dy, T xi, long long) const { return xi > T(0) ? dy : slope * dy; }
+};
+template <typename T> struct MaskOp {
+    const unsigned int* mask;
+    __device__ __forceinline__ T operator()(T dy, T, long long i) const {
+        return ((mask[i >> 5] >> (i & 31)) & 1u) ? dy : T(0);
+    }
+};
+
+// dx[i] = op(dy[i], aux[i], i) over [0, n): scalar head, vector body, scalar tail.
+// aux is y or x; the mask variant passes aux = dy and ignores it.
+template <typename T, typename Op>
+__device__ __forceinline__ void elementwise(const T* dy, const T* aux, T* dx, long long n, int vec, const Op& op) {
+    typedef typename VecOf<T>::V V;
+    const int VW = VecOf<T>::VW;
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long nth = (long long)gridDim.x * blockDim.x;
+    long long head = 0, nvec = 0;
+    if (vec) {
+        head = (long long)(((16u - ((unsigned)(u64)dy & 15u)) & 15u) / sizeof(T));
+        if (head > n) head = n;
+        nvec = (n - head) / VW;
+    }
+    if (tid < head) dx[tid] = op(dy[tid], aux[tid], tid);
+    const V* dyv = reinterpret_cast<const V*>(dy + head);
+    const V* auxv = reinterpret_cast<const V*>(aux + head);
+    V* dxv = reinterpret_cast<V*>(dx + head);
+    for (long long k = tid; k < nvec; k += nth) {
+        const V a = dyv[k];
+        const V b = auxv[k];
+        V r;
+        const T* ae = reinterpret_cast<const T*>(&a);
+        const T* be = reinterpret_cast<const T*>(&b);
+        T* re = reinterpret_cast<T*>(&r);
+#pragma unroll
+        for (int q = 0; q < VW; ++q) re[q] = op(ae[q], be[q], head + k * VW + q);
+        dxv[k] = r;
+    }
+    for (long long i = head + nvec * VW + tid; i < n; i += nth) dx[i] = op(dy[i], aux[i], i);
+}
+
+// One warp builds one 32-bit word per iteration; lane b supplies bit b.
+template <typename T>
+__device__ __forceinline__ void pack_mask(const T* y, unsigned int* mask, long long n) {
+    const int lane = threadIdx.x & 31;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long nwords = (n + 31) >> 5;
+    for (long long w = warp; w < nwords; w += nwarps) {   // w is uniform across the warp
+        const long long i = (w << 5) + lane;
+        const bool on = i < n && y[i] > T(0);
+        const unsigned int word = __ballot_sync(0xffffffffu, on);
+        if (lane == 0) mask[w] = word;
+    }
+}
+
+#define RELU_ENTRIES(SUF, T)                                                                          \
+    extern "C" __global__ void relu_backward_##SUF(const T* dy, const T* y, T* dx, long long n, int vec) { \
+        ReluOp<T> op; op.y = y;                                                                       \
+        elementwise<T>(dy, y, dx, n, vec, op);                                                        \
+    }                                                                                                 \
+    extern "C" __global__ void leaky_relu_backward_##SUF(const T* dy, const T* x, T* dx, T slope,      \
+                                                         long long n, int vec) {                      \
+        LeakyOp<T> op; op.x = x; op.slope = slope;                                                    \
+        elementwise<T>(dy, x, dx, n, vec, op);                                                        \
+    }                                                                                                 \
+    extern "C" __global__ void relu_pack_mask_##SUF(const T* y, unsigned int* mask, long long n) {    \
+        pack_mask<T>(y, mask, n);                                                                     \
+    }                                                                                                 \
+    extern "C" __global__ void relu_backward_mask_##SUF(const T* dy, const unsigned int* mask, T* dx, \
+                                                        long long n, int vec) {                       \
+        MaskOp<T> op; op.mask = mask;                                                                 \
+        elementwise<T>(dy, dy, dx, n, vec, op);                                                       \
+    }
+
+RELU_ENTRIES(f32, float)
+RELU_ENTRIES(f64, double)
