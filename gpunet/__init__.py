@@ -18,7 +18,8 @@ import importlib as _importlib
 # Submodules load on first use (gn.losses, gn.data, ...), so `import gpunet` stays light
 # and a missing optional piece never breaks the import of the rest.
 _SUBMODULES = ("backend", "config", "errors", "nn", "ops", "losses", "optim", "regularizers",
-               "data", "models", "parallel", "doctor", "testing", "experiments", "checkpoint", "train")
+               "data", "models", "parallel", "doctor", "testing", "experiments", "checkpoint", "train",
+               "metrics", "callbacks", "compare", "runconfig")
 _LAZY_NAMES = {
     "Trainer": "train", "History": "train", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
 }
