@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .errors import CheckpointError
+from .errors import CheckpointError, NonFiniteError
 
 FORMAT = "gpunet-checkpoint"
 VERSION = 1
@@ -73,8 +73,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
-    """Save `model` (and `optimizer`) with JSON-able `meta` to `path` atomically. Returns the path."""
+def save_checkpoint(path, model, optimizer=None, *, allow_nonfinite=False, **meta) -> Path:
+    """Save `model` (and `optimizer`) with JSON-able `meta` to `path` atomically. Returns the path.
+
+    NaN/Inf in the weights or optimizer state raise NonFiniteError and nothing is written,
+    so a diverged run never replaces its last good checkpoint (allow_nonfinite=True saves
+    them anyway, e.g. to inspect a divergence).
+    """
     arrays = {f"model/{k}": backend.to_numpy(v) for k, v in model.state_dict().items()}  # sync
     header = {"format": FORMAT, "version": VERSION, "model_keys": list(model.state_dict().keys()),
               "meta": meta}
@@ -83,6 +88,11 @@ def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
         header["optimizer"] = {k: v for k, v in state.items() if k != "buffers"}
         for k, v in state.get("buffers", {}).items():
             arrays[f"optim/{k}"] = backend.to_numpy(v)  # sync
+    bad = [k for k, a in arrays.items() if a.dtype.kind in "fc" and not np.isfinite(a).all()]
+    if bad and not allow_nonfinite:
+        raise NonFiniteError(f"checkpoint {path}: expected finite weights and optimizer state, got NaN/Inf "
+                             f"in {bad} (the run diverged); not written, so the file already there (if "
+                             f"any) is kept. Pass allow_nonfinite=True to save it anyway.")
     try:
         blob = json.dumps(header, default=_json_default).encode()
     except TypeError as e:
@@ -100,16 +110,19 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
+    arrays, key = {}, None
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}  # reading each member checks its CRC
+            for key in z.files:
+                arrays[key] = z[key]  # reading each member checks its CRC
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise CheckpointError(f"checkpoint {path}: contains a pickled object; refused "
-                                  "(gpunet checkpoints never hold pickles)") from None
-        raise CheckpointError(f"checkpoint {path}: unreadable ({e})") from None
+            raise CheckpointError(f"checkpoint {path}: expected plain arrays only, got a pickled object in "
+                                  f"member {key!r}; refused (gpunet checkpoints never hold pickles)") from None
+        raise CheckpointError(f"checkpoint {path}: unreadable member {key!r} ({e})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path}: truncated or corrupted ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"checkpoint {path}: expected a complete .npz archive, got a truncated or "
+                              f"corrupted file ({type(e).__name__}: {e})") from None
     if "__meta__" not in arrays:
         raise CheckpointError(f"checkpoint {path}: no __meta__ record; not a gpunet checkpoint")
     try:

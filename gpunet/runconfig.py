@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from . import data, models, nn, optim
@@ -42,15 +43,27 @@ class TrainConfig:
     data_root: str = ""              # dataset folder (default: the lookup order)
 
     def validate(self) -> "TrainConfig":
-        checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                  ("momentum", 0 <= self.momentum < 1), ("weight_decay", self.weight_decay >= 0),
-                  ("dropout", 0 <= self.dropout < 1), ("val_fraction", 0 <= self.val_fraction < 1),
-                  ("checkpoint_every", self.checkpoint_every >= 0)]
-        for name, ok in checks:
+        finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("lr", finite and self.lr > 0, "> 0 and finite"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("weight_decay", finite and self.weight_decay >= 0, ">= 0 and finite"),
+                  ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                  ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0")]
+        for name, ok, want in checks:
             if not ok:
-                raise GpunetValueError(f"{name}: got out-of-range value {getattr(self, name)!r}")
+                raise GpunetValueError(f"{name}: expected a value {want}, got {getattr(self, name)!r}")
+        self.hidden_sizes()
         models.get(self.model)
         return self
+
+    def hidden_sizes(self) -> list:
+        """The mlp hidden widths parsed from `hidden` ("256,128" -> [256, 128]; "" -> none)."""
+        parts = [p.strip() for p in self.hidden.split(",") if p.strip()]
+        if not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise GpunetValueError(f"hidden: expected comma-separated positive ints such as '256,128', "
+                                   f"got {self.hidden!r}")
+        return [int(p) for p in parts]
 
     @property
     def run_name(self) -> str:
@@ -78,15 +91,18 @@ def load_config_file(path) -> dict:
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 
-def resolve(flags: dict, config_file=None) -> TrainConfig:
-    """Merge defaults, the config file and the flags that were given (not None)."""
-    values = {}
+def resolve(flags: dict, config_file=None, base: dict | None = None) -> TrainConfig:
+    """Merge defaults, `base` (a resumed run's saved config), the config file and the flags
+    that were given (not None), later ones winning."""
+    values = {k: v for k, v in (base or {}).items() if k in FIELDS}
     if config_file:
         values.update(load_config_file(config_file))
     values.update({k: v for k, v in flags.items() if v is not None and k in FIELDS})
     for k, v in values.items():
         kind = type(FIELDS[k].default)
-        if kind in (int, float) and not isinstance(v, (int, float)) or kind is str and not isinstance(v, str):
+        # Exact types: a bool is not a number here, and 2.5 epochs is an error, not 2.
+        allowed = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}[kind]
+        if not isinstance(v, allowed) or (kind is not bool and isinstance(v, bool)):
             raise GpunetValueError(f"{k}: expected {kind.__name__}, got {type(v).__name__} {v!r}")
         values[k] = kind(v)
     return TrainConfig(**values).validate()
@@ -108,8 +124,7 @@ def build_model(cfg: TrainConfig, sample_shape, classes: int):
     """The zoo model for `cfg` on inputs of shape (C, H, W) (without the batch axis)."""
     c, h, w = sample_shape
     if cfg.model == "mlp":
-        hidden = [int(s) for s in cfg.hidden.split(",") if s.strip()]
-        return models.mlp([c * h * w, *hidden, classes], dropout=cfg.dropout, init=cfg.init)
+        return models.mlp([c * h * w, *cfg.hidden_sizes(), classes], dropout=cfg.dropout, init=cfg.init)
     if cfg.model == "softmax_regression":
         return models.softmax_regression(c * h * w, classes, init=cfg.init)
     if cfg.model == "small_cnn":

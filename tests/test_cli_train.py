@@ -36,14 +36,19 @@ def test_main_command_on_digits(tmp_path):
     assert result["dataset"] == "digits" and result["samples"] == 360 and result["accuracy"] >= 0.85
 
 
-def test_resume_flag_continues_the_run(tmp_path):
-    r = gpunet("train", "--quiet", "--epochs", "2", "--name", "r", cwd=tmp_path)
+def test_resume_flag_continues_the_run_with_its_own_settings(tmp_path):
+    r = gpunet("train", "--quiet", "--epochs", "2", "--lr", "0.01", "--hidden", "32", "--name", "r", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = gpunet("train", "--quiet", "--epochs", "3", "--name", "r", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed" in r.stdout
     epochs = [json.loads(l) for l in (tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in epochs if e["kind"] == "epoch"] == [0, 1, 2]
+    epochs = [e for e in epochs if e["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2] and [e["lr"] for e in epochs] == [0.01] * 3
+    r = gpunet("train", "--quiet", "--epochs", "4", "--name", "r", "--resume", "--lr", "0.005", cwd=tmp_path)
+    assert r.returncode == 0 and "replaces the checkpoint's 0.01" in r.stdout
+    last = json.loads((tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()[-2])
+    assert last["epoch"] == 3 and last["lr"] == 0.005
 
 
 def test_config_file_and_flag_precedence(tmp_path):

@@ -62,17 +62,33 @@ def run(args) -> int:
     try:
         flags = {k: getattr(args, k) for k in runconfig.FIELDS}
         cfg = runconfig.resolve(flags, args.config)
-        return train(cfg, console, quiet=args.quiet)
+        if cfg.resume:  # continue with the run's own settings; flags given now override them
+            cfg = runconfig.resolve(flags, args.config, base=saved_config(cfg))
+        return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None)
     except GpunetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
 
 
-def train(cfg, console, quiet=False) -> int:
+def saved_config(cfg) -> dict:
+    """The config.json of the run `cfg` resumes ({} when it has none yet)."""
+    path = run_dir(cfg) / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
+
+
+def train(cfg, console, quiet=False, lr_given=False) -> int:
     folder = run_dir(cfg)
     last = folder / "checkpoint-last.npz"
     if cfg.resume and not last.is_file():
-        raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none")
+        if not folder.is_dir():
+            raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none "
+                                     f"(and no run folder there: check --name and --out)")
+        # The run was stopped before its first checkpoint: nothing to continue, so start over.
+        console.print(f"--resume: {folder} holds no checkpoint yet; starting the run from the beginning")
+        cfg = dataclasses.replace(cfg, resume=False)
     gn.manual_seed(cfg.seed)
     rank, world, local_rank = env_rank()
     dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
@@ -86,7 +102,7 @@ def train(cfg, console, quiet=False) -> int:
         comm, why = make_process_communicator(dev)
         console.print(f"rank {rank} of {world}: {why}")
         if rank != 0:  # only rank 0 writes the run folder and prints progress
-            return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set)
+            return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
     console.print(f"device {dev.name}, {runconfig.param_count(model):,} parameters, "
@@ -98,9 +114,14 @@ def train(cfg, console, quiet=False) -> int:
                          devices=[dev] if comm else None, comm=comm)
     trainer.config = dataclasses.asdict(cfg)
     if cfg.resume:
+        for stale in folder.glob(".checkpoint-*.npz.*.tmp"):  # left by a write that was killed
+            stale.unlink(missing_ok=True)
         meta = trainer.resume(last)
         ckpt.best = meta.get("best")
         console.print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.global_step}")
+        if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
+            console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
+            opt.lr = cfg.lr
     history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
     test = trainer.evaluate(test_set)
     with open(folder / "metrics.jsonl", "a") as f:
@@ -110,13 +131,15 @@ def train(cfg, console, quiet=False) -> int:
     return 0
 
 
-def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set) -> int:
+def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) -> int:
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
                          devices=[dev], comm=comm)
     last = run_dir(cfg) / "checkpoint-last.npz"
     if cfg.resume:
         trainer.resume(last)
+        if lr_given:
+            opt.lr = cfg.lr  # as rank 0 does: an explicit --lr replaces the checkpoint's
     trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=False)
     return 0
 
