@@ -18,13 +18,19 @@ Weights depend on the target only, so no gradient flows through them.
 
 Absent classes. A class with r_c = 0 has the weight 1/0. The common fix
 1/(r_c² + eps) ("naive") gives it 1/eps = 10⁶, so the absent class's false positives
-Σ_i p_ic dominate both num and den: L_n ≈ 1 whatever the present classes do, and once
-p_ic → 0 the gradient w_c·.../den² grows without bound. The default, absent="max"
-(as in MONAI's GeneralizedDiceLoss), gives an absent class the largest weight among
-the present classes of that sample: bounded (≤ 1 for hard targets, since r_c ≥ 1),
-and false positives on the absent class are still penalised like the rarest present
-class. absent="zero" drops the absent class (its false positives cost nothing
-directly). `max_weight` optionally caps every weight.
+Σ_i p_ic dominate both num and den. While they are not tiny, L_n ≈ 1 whatever the
+present classes do and every gradient is ~1/(w_c·Σ_i p_ic): training freezes (the
+generalized-dice experiment measures a gradient norm of 4e-11 from a uniform start,
+below Adam's eps). Once p_ic is pushed near 0 the gradient on it spikes instead
+(over 1e5 at p = 1e-9). Two bounded choices:
+- absent="zero" (the default) drops the absent class's term. Its false positives
+  still cost through the softmax, which takes their mass from the present classes.
+  In the generalized-dice experiment this is the variant that learns to segment
+  (foreground IoU 0.90 on MNIST-derived masks).
+- absent="max" (MONAI's choice) gives it the largest weight among the sample's
+  present classes (≤ 1 for hard targets). In the same experiment it settles on the
+  all-background local minimum (foreground IoU 0).
+`max_weight` optionally caps every weight.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ class GeneralizedDice(Loss):
     """Generalized Dice loss. pred (N, C, *spatial) probabilities; target one-hot (N, C, *spatial)
     or int labels (N, *spatial). Returns a 0-d array ("mean"/"sum") or (N,) ("none")."""
 
-    def __init__(self, eps: float = 1e-6, weight: str = "square", absent: str = "max",
+    def __init__(self, eps: float = 1e-6, weight: str = "square", absent: str = "zero",
                  max_weight: float | None = None, reduction: str = "mean"):
         super().__init__(reduction)
         name = type(self).__name__
