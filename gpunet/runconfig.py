@@ -41,6 +41,10 @@ class TrainConfig:
     resume: bool = False
     checkpoint_every: int = 0        # also checkpoint every K steps (0: epochs only)
     data_root: str = ""              # dataset folder (default: the lookup order)
+    devices: str = ""                # data parallel: "cuda:0,cuda:1" or "cpu,cpu" (one replica each)
+    reduce: str = "mean"             # data parallel: "mean" or "sum" of the replicas' gradients
+    lr_scaling: str = "none"         # "linear": lr × replicas (Goyal et al. 2017)
+    warmup_epochs: float = 0.0       # linear warmup to the scaled lr
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -54,6 +58,12 @@ class TrainConfig:
             if not ok:
                 raise GpunetValueError(f"{name}: expected a value {want}, got {getattr(self, name)!r}")
         self.hidden_sizes()
+        for name, value, valid in (("reduce", self.reduce, ("mean", "sum")),
+                                   ("lr_scaling", self.lr_scaling, ("none", "linear"))):
+            if value not in valid:
+                raise GpunetValueError(f"{name}: expected one of {valid}, got {value!r}")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise GpunetValueError(f"warmup_epochs: expected a finite value >= 0, got {self.warmup_epochs!r}")
         models.get(self.model)
         return self
 
@@ -64,6 +74,11 @@ class TrainConfig:
             raise GpunetValueError(f"hidden: expected comma-separated positive ints such as '256,128', "
                                    f"got {self.hidden!r}")
         return [int(p) for p in parts]
+
+    def device_list(self):
+        """The data-parallel replicas' devices, or None for one device."""
+        devs = [d.strip() for d in self.devices.split(",") if d.strip()]
+        return devs or None
 
     @property
     def run_name(self) -> str:

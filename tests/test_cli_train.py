@@ -59,11 +59,27 @@ def test_config_file_and_flag_precedence(tmp_path):
     assert cfg["epochs"] == 1 and cfg["lr"] == 0.2 and cfg["hidden"] == "16"
 
 
+def test_data_parallel_flags(tmp_path):
+    """--devices cpu,cpu with mean is the single-device run; linear scaling doubles the lr."""
+    one = gpunet("train", "--quiet", "--epochs", "1", "--name", "one", "--dtype", "float64", cwd=tmp_path)
+    two = gpunet("train", "--quiet", "--epochs", "1", "--name", "two", "--dtype", "float64",
+                 "--devices", "cpu,cpu", cwd=tmp_path)
+    scaled = gpunet("train", "--quiet", "--epochs", "1", "--name", "lin", "--devices", "cpu,cpu",
+                    "--lr-scaling", "linear", cwd=tmp_path)
+    assert one.returncode == two.returncode == scaled.returncode == 0, two.stdout + scaled.stdout
+    read = lambda name: [json.loads(l) for l in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+    e1, e2 = read("one")[-2], read("two")[-2]
+    assert e1["kind"] == e2["kind"] == "epoch" and abs(e1["loss"] - e2["loss"]) < 1e-12
+    assert read("lin")[-2]["lr"] == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--lr", "-1"], "lr"),
     (["--dataset", "imagenet"], "imagenet"),
     (["--model", "resnet"], "resnet"),
     (["--name", "none", "--resume"], "--resume"),
+    (["--devices", "cpu,cpu,cpu", "--batch-size", "64"], "divisible by the 3 replicas"),
+    (["--reduce", "max"], "reduce"),
 ])
 def test_bad_flags_give_one_clear_error(tmp_path, args, needle):
     r = gpunet("train", "--quiet", *args, cwd=tmp_path)

@@ -91,8 +91,11 @@ def train(cfg, console, quiet=False, lr_given=False) -> int:
         cfg = dataclasses.replace(cfg, resume=False)
     gn.manual_seed(cfg.seed)
     rank, world, local_rank = env_rank()
-    dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
-                    else (f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu"))
+    if world == 1 and cfg.device_list():  # data parallel in this process: replica 0's device
+        dev = gn.device(cfg.device_list()[0])
+    else:
+        dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
+                        else (f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu"))
     train_set, val_set, test_set = runconfig.datasets(cfg)
     model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
@@ -111,7 +114,8 @@ def train(cfg, console, quiet=False, lr_given=False) -> int:
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
                          callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt],
-                         devices=[dev] if comm else None, comm=comm)
+                         devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
+                         lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs)
     trainer.config = dataclasses.asdict(cfg)
     if cfg.resume:
         for stale in folder.glob(".checkpoint-*.npz.*.tmp"):  # left by a write that was killed
@@ -134,7 +138,8 @@ def train(cfg, console, quiet=False, lr_given=False) -> int:
 def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) -> int:
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
-                         devices=[dev], comm=comm)
+                         devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
+                         warmup_epochs=cfg.warmup_epochs)
     last = run_dir(cfg) / "checkpoint-last.npz"
     if cfg.resume:
         trainer.resume(last)
