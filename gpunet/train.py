@@ -37,11 +37,15 @@ class Trainer:
     `reduce` is "mean" or "sum"; `lr_scaling="linear"` multiplies the lr by the number
     of replicas (Goyal et al. 2017) and `warmup_epochs` ramps it there linearly from
     the unscaled lr, step by step. `comm` overrides the communicator.
+
+    doctor: add a `gn.doctor.LiveDoctor` (live checks at logging points; it stops a
+    diverged run before a checkpoint of diverged weights is written); `doctor_ignore`
+    silences codes. It goes right after History, before the user's callbacks.
     """
 
     def __init__(self, model, loss, optimizer, device="auto", metrics=("accuracy",), callbacks=(),
                  schedule=None, seed=0, log_every=None, devices=None, reduce="mean", lr_scaling="none",
-                 warmup_epochs=0, comm=None):
+                 warmup_epochs=0, comm=None, doctor=True, doctor_ignore=()):
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise GpunetValueError(f"metrics: expected a subset of {METRICS}, got {list(metrics)}")
@@ -70,7 +74,14 @@ class Trainer:
         self.scheduler = self._make_scheduler(schedule)
         self.history = History()
         extra = [LRScheduleCallback(self.scheduler)] if self.scheduler is not None else []
-        self.callbacks = CallbackList([self.history, *callbacks, *extra])  # History first: checkpoints see the epoch
+        live = []
+        if doctor:
+            from .doctor import LiveDoctor
+            if not any(isinstance(cb, LiveDoctor) for cb in callbacks):
+                live = [LiveDoctor(ignore=doctor_ignore)]
+        # History first: checkpoints see the epoch; LiveDoctor before checkpoints: a diverged
+        # run stops before its weights overwrite the last good checkpoint.
+        self.callbacks = CallbackList([self.history, *live, *callbacks, *extra])
         self.callbacks.set_trainer(self)
         self.epoch, self.global_step, self.stop_training = 0, 0, False
         self._batch_done, self._acc = 0, None  # progress inside the current epoch

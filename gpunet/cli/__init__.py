@@ -15,6 +15,7 @@ COMMANDS = {
     "train": ("gpunet.cli.train", "train a model and write a run folder (the main job)"),
     "evaluate": ("gpunet.cli.evaluate", "evaluate a checkpoint on a dataset"),
     "compare": ("gpunet.cli.compare", "compare single- against multi-device runs: a table plus curves"),
+    "doctor": ("gpunet.cli.doctor", "diagnose a model setup with static checks and a short probe run"),
     "experiment": ("gpunet.cli.experiment", "run an experiment that answers a classic training question"),
     "launch": ("gpunet.cli.launch", "start one process per rank for multi-process data parallel"),
     "info": ("gpunet.cli.info", "report devices, versions and kernel status"),

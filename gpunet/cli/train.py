@@ -37,6 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", default=None, metavar="FILE.toml",
                         help="read settings from a TOML or JSON file; flags override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="CODE",
+                        help="silence these gpunet doctor codes (GN101, symmetric-init, ...)")
+    parser.add_argument("--no-doctor", action="store_true", help="skip the doctor's preflight and live checks")
 
 
 def run_dir(cfg) -> Path:
@@ -64,7 +67,8 @@ def run(args) -> int:
         cfg = runconfig.resolve(flags, args.config)
         if cfg.resume:  # continue with the run's own settings; flags given now override them
             cfg = runconfig.resolve(flags, args.config, base=saved_config(cfg))
-        return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None)
+        return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
+                     ignore=tuple(args.ignore), doctor=not args.no_doctor)
     except GpunetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
@@ -79,7 +83,7 @@ def saved_config(cfg) -> dict:
         raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
 
 
-def train(cfg, console, quiet=False, lr_given=False) -> int:
+def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> int:
     folder = run_dir(cfg)
     last = folder / "checkpoint-last.npz"
     if cfg.resume and not last.is_file():
@@ -112,10 +116,16 @@ def train(cfg, console, quiet=False, lr_given=False) -> int:
                   f"{len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
-    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
+    loss = losses.SoftmaxCrossEntropy()
+    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed,
                          callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
-                         lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs)
+                         lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs,
+                         doctor=doctor, doctor_ignore=ignore)
+    if doctor and not cfg.resume:
+        findings = gn.doctor.preflight(model, train_set, loss, opt, trainer, ignore=ignore)
+        if findings:
+            gn.doctor.render(findings, console, title="gpunet doctor: preflight (silence with --ignore CODE)")
     trainer.config = dataclasses.asdict(cfg)
     if cfg.resume:
         for stale in folder.glob(".checkpoint-*.npz.*.tmp"):  # left by a write that was killed
@@ -139,7 +149,8 @@ def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) 
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
                          devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
-                         warmup_epochs=cfg.warmup_epochs)
+                         warmup_epochs=cfg.warmup_epochs,
+                         doctor=False)  # rank 0 reports; if it stops, the launcher stops this rank
     last = run_dir(cfg) / "checkpoint-last.npz"
     if cfg.resume:
         trainer.resume(last)
