@@ -28,6 +28,7 @@ def write_curves(epochs, folder) -> str:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         path = folder / "curves.svg"
         atomic_write_bytes(path, svg_curves(epochs).encode())
@@ -40,6 +41,7 @@ def write_curves(epochs, folder) -> str:
                 ax.plot(*zip(*pts), marker="o", label=key, color=COLORS[key])
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()

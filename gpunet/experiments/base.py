@@ -70,6 +70,15 @@ def save(result: Result, out) -> Path:
     return path
 
 
+def save_figure(fig, out, name: str, dpi: int = 110) -> list:
+    """Lay out, save as out/name and close a matplotlib figure; returns [name] for Result.figures."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(Path(out) / name, dpi=dpi)
+    plt.close(fig)
+    return [name]
+
+
 def try_plot():
     """matplotlib.pyplot with the Agg backend, or None when matplotlib is missing."""
     try:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "batch-size-nondeterminism"
 QUESTION = "Why does a model's prediction for one sample change with the batch size?"
@@ -159,10 +159,7 @@ def _plot(m32, m64, out: Path) -> list:
     ax.set_xlabel("batch size (sample 0 is row 0)")
     ax.set_ylabel("max difference from batch 1 (ulps)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "ulps.png", dpi=120)
-    plt.close(fig)
-    return ["ulps.png"]
+    return save_figure(fig, out, "ulps.png", dpi=120)
 
 
 def run(quick: bool, device: str, out: Path) -> Result:

@@ -34,7 +34,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "batchnorm-placement"
 QUESTION = "Should batch normalization go before or after the ReLU in a CNN?"
@@ -106,10 +106,7 @@ def plot(rows, out):
                     capsize=6)
     ax.set_xticks(range(len(PLACEMENTS)), list(PLACEMENTS))
     ax.set(xlim=(-0.5, len(PLACEMENTS) - 0.5), ylabel="test accuracy", title="one dot per seed; bar: mean ± std")
-    fig.tight_layout()
-    fig.savefig(out / "batchnorm_placement.png", dpi=110)
-    plt.close(fig)
-    return ["batchnorm_placement.png"]
+    return save_figure(fig, out, "batchnorm_placement.png", dpi=110)
 
 
 def run(quick: bool, device: str, out) -> Result:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "dropout-scaling"
 QUESTION = "Should dropout rescale by 1/(1−p) with tanh or ReLU, and what if the scaling is left out?"
@@ -133,10 +133,7 @@ def _plot(results, out: Path) -> list:
     ax.set_ylabel("eval / train gain of the next pre-activation")
     ax.set_ylim(0, 1 / (1 - P) * 1.25)
     ax.legend(loc="upper left", ncol=3, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "gain.png", dpi=120)
-    plt.close(fig)
-    return ["gain.png"]
+    return save_figure(fig, out, "gain.png", dpi=120)
 
 
 def _conclusion(results) -> str:

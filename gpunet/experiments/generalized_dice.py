@@ -48,7 +48,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "generalized-dice"
 QUESTION = ("What do generalized Dice weights 1/(count²+eps) do to classes absent from an image, and "
@@ -202,10 +202,7 @@ def plot(res, test_set, out):
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(cols[c], fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "generalized_dice.png", dpi=100)
-    plt.close(fig)
-    return ["generalized_dice.png"]
+    return save_figure(fig, out, "generalized_dice.png", dpi=100)
 
 
 def run(quick: bool, device: str, out) -> Result:

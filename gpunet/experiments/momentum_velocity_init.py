@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "momentum-velocity-init"
 QUESTION = "Should momentum's velocity start at zeros, ones or random values?"
@@ -130,10 +130,7 @@ def _plot(drifts, out: Path) -> list:
     ax.set_ylabel("w_t − w_0 of one weight")
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.legend(title="gray: −lr·v0·m(1−m^t)/(1−m)")
-    fig.tight_layout()
-    fig.savefig(out / "drift.png", dpi=120)
-    plt.close(fig)
-    return ["drift.png"]
+    return save_figure(fig, out, "drift.png", dpi=120)
 
 
 def _conclusion(rows, drifts) -> str:

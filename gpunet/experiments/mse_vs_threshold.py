@@ -44,7 +44,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "mse-vs-threshold"
 QUESTION = ("On X=[0,0,2,2,9], Y=[0,0,1,1,0], why does a unit trained with MSE score 3/5 while "
@@ -215,10 +215,7 @@ def plot(fits, grid, out):
                     extent=[grid[0], grid[-1], grid[0], grid[-1]], vmin=3, vmax=4, cmap="RdYlGn")
     fig.colorbar(img, ax=bx, label="points correct after training")
     bx.set(xlabel="initial w", ylabel="initial b", title="sigmoid + MSE: where each start ends")
-    fig.tight_layout()
-    fig.savefig(out / "mse_vs_threshold.png", dpi=110)
-    plt.close(fig)
-    return ["mse_vs_threshold.png"]
+    return save_figure(fig, out, "mse_vs_threshold.png", dpi=110)
 
 
 def run(quick: bool, device: str, out) -> Result:

@@ -24,7 +24,7 @@ import numpy as np
 import gpunet as gn
 from gpunet import compare
 
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "multi-gpu-averaging"
 QUESTION = "Do 2 devices with averaged gradients train worse than 1, and what fixes it?"
@@ -96,10 +96,7 @@ def run(quick: bool = False, device: str = "cpu", out=None) -> Result:
         ax.set_ylabel("test accuracy")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(f"{out}/accuracy.png", dpi=100)
-        plt.close(fig)
-        result.figures.append("accuracy.png")
+        result.figures += save_figure(fig, out, "accuracy.png", dpi=100)
     return result
 
 

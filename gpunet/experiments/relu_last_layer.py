@@ -35,7 +35,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "relu-last-layer"
 QUESTION = "What happens if the last layer (the logits before the softmax) has a ReLU activation?"
@@ -142,10 +142,7 @@ def plot(rows, curves, out):
     bx.bar(range(10), per_class)
     bx.set(xlabel="class", ylabel="fraction of test images", ylim=(0, 1),
            title="ReLU logits: how often each class's logit is 0")
-    fig.tight_layout()
-    fig.savefig(out / "relu_last_layer.png", dpi=110)
-    plt.close(fig)
-    return ["relu_last_layer.png"]
+    return save_figure(fig, out, "relu_last_layer.png", dpi=110)
 
 
 def run(quick: bool, device: str, out) -> Result:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "soft-targets-precision"
 QUESTION = "With soft targets, does float32 stop cross-entropy training where float64 keeps improving?"
@@ -126,10 +126,7 @@ def _plot(runs, out: Path) -> list:
     ax.set_xlabel("full-batch SGD step")
     ax.set_ylabel("excess cross-entropy (nats)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "kl.png", dpi=120)
-    plt.close(fig)
-    return ["kl.png"]
+    return save_figure(fig, out, "kl.png", dpi=120)
 
 
 def _conclusion(runs, fl, n) -> str:

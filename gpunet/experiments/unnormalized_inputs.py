@@ -35,7 +35,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "unnormalized-inputs"
 QUESTION = ("What happens when MNIST pixels are fed as 0–255 instead of divided by 255, at the "
@@ -147,10 +147,7 @@ def plot(curves, out):
     ax.set(yscale="log", xlabel="step", ylabel="training loss (batch)", title="loss")
     bx.set(yscale="log", xlabel="step", ylabel="‖∇θ‖₂", title="gradient norm")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "unnormalized_inputs.png", dpi=110)
-    plt.close(fig)
-    return ["unnormalized_inputs.png"]
+    return save_figure(fig, out, "unnormalized_inputs.png", dpi=110)
 
 
 def run(quick: bool, device: str, out) -> Result:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "zero-init-deep"
 QUESTION = "Why does a deep net with zero init start at loss 6.93 and stall at 3.24?"
@@ -184,10 +184,7 @@ def _plot(runs, plateau, out: Path) -> list:
     ax.set_xlabel("SGD step")
     ax.set_ylabel("BCE summed over 10 outputs")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=120)
-    plt.close(fig)
-    return ["loss.png"]
+    return save_figure(fig, out, "loss.png", dpi=120)
 
 
 def _conclusion(runs, plateau, balanced, top_prior, top_class) -> str:

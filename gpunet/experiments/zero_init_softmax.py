@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, try_plot
+from .base import Result, save_figure, try_plot
 
 NAME = "zero-init-softmax"
 QUESTION = "How does softmax regression reach ~92% on MNIST when W and b start at zero?"
@@ -113,10 +113,7 @@ def _plot(curves, out: Path) -> list:
     ax.set_ylim(0.8, 0.95)
     ax.legend()
     ax.set_title("Softmax regression on MNIST: zero vs random init")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
-    plt.close(fig)
-    return ["accuracy.png"]
+    return save_figure(fig, out, "accuracy.png", dpi=120)
 
 
 def _conclusion(reports, accs, steps, n_test) -> str:
