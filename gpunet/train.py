@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
 from .metrics import count_correct
+from .nn.module import backward_params
 
 METRICS = ("accuracy",)
 LR_SCALINGS = ("none", "linear")
@@ -179,7 +180,7 @@ class Trainer:
             return self.engine.train_step(x, y)
         logits = self.model.forward(x)
         loss = self.loss_fn.forward(logits, y) + self.model.regularization_loss()
-        self.model.backward(self.loss_fn.backward())
+        backward_params(self.model, self.loss_fn.backward())  # the batch's own dx is never used
         self.optimizer.step()
         self.optimizer.zero_grad()
         return loss, (count_correct(logits, y) if self.metrics else None)

@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "train": ("gpunet.cli.train", "train a model and write a run folder (the main job)"),
     "evaluate": ("gpunet.cli.evaluate", "evaluate a checkpoint on a dataset"),
+    "bench": ("gpunet.cli.bench", "benchmarks: train (gpunet vs PyTorch), kernels, loader, parallel"),
     "compare": ("gpunet.cli.compare", "compare single- against multi-device runs: a table plus curves"),
     "doctor": ("gpunet.cli.doctor", "diagnose a model setup with static checks and a short probe run"),
     "experiment": ("gpunet.cli.experiment", "run an experiment that answers a classic training question"),

@@ -106,6 +106,25 @@ class Layer(Module):
                                    f"this batch first")
         return value
 
+    def _scratch(self, name, shape, dtype):
+        """A work array kept by this layer between calls, for temporaries that never leave it
+        (im2col columns, BatchNorm's x − mean, GEMM outputs before a transpose).
+
+        Reusing them saves a fresh allocation per step; for arrays of tens of MB that is a
+        fresh mmap and its page faults each time (~2× the cost of the pass that fills it).
+        Reallocated when the shape, dtype or device changes (e.g. a short last batch).
+        """
+        bufs = self.__dict__.get("_scratch_bufs")
+        if bufs is None:
+            bufs = {}
+            object.__setattr__(self, "_scratch_bufs", bufs)
+        buf, where = bufs.get(name, (None, None))
+        if buf is None or where != self.device.name or buf.shape != tuple(shape) or buf.dtype != dtype:
+            with self.device:
+                buf = self.device.xp.empty(shape, dtype=dtype)
+            bufs[name] = (buf, self.device.name)
+        return buf
+
     def _check_dy(self, dy, shape):
         self._check_array(dy, "dy")
         if tuple(dy.shape) != tuple(shape):

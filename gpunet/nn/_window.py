@@ -43,29 +43,75 @@ def crop_hw(a, ph, pw, H, W):
     return backend.xp_of(a).ascontiguousarray(a[..., ph:ph + H, pw:pw + W])
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw):
-    """x (N, C, H, W) -> cols (C, kh, kw, N, Ho, Wo) with cols[c, i, j, n] = padded x[n, c] window (i, j)."""
+def _column_span(j, sw, pw, W, Wo):
+    """For kernel column j: the outputs wo whose input column j + sw·wo − pw lies in [0, W),
+    as (wo_lo, wo_hi, w_lo); outputs wo_lo..wo_hi-1 read columns w_lo, w_lo + sw, ..."""
+    wo_lo = max(0, -(-(pw - j) // sw))              # ceil((pw − j) / sw), at least 0
+    wo_hi = min(Wo, (W - 1 - j + pw) // sw + 1)
+    return wo_lo, max(wo_lo, wo_hi), j + sw * wo_lo - pw
+
+
+def _zero_border(a, r0, r1, c0, c1, step=1):
+    """Zero a (..., R, Cw) outside rows r0:r1:step and columns c0:c1 (what a copy into that
+    window leaves unwritten), instead of filling all of it."""
+    a[..., :r0, :] = 0
+    a[..., r1:, :] = 0
+    if step > 1:  # the rows skipped between r0 and r1
+        for k in range(1, step):
+            a[..., r0 + k:r1:step, :] = 0
+    a[..., :, :c0] = 0
+    a[..., :, c1:] = 0
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
+    """x (N, C, H, W) -> cols (C, kh, kw, N, Ho, Wo) with cols[c, i, j, n] = padded x[n, c] window (i, j).
+
+    Two stages, so that most copying runs over long contiguous spans: for each kernel column
+    j, xj (C, N, Hp, Wo) gathers the input columns j + sw·wo (transpose, padding and shift in
+    one strided copy: rows of Wo); then each row offset i is a slice xj[:, :, i + sh·ho] whose
+    (Ho, Wo) block is contiguous when sh = 1. A direct copy per (i, j) would move every
+    element in rows of only Wo, which NumPy runs far below memory speed.
+    `out`: a contiguous array of cols' size to write into (the layer's reused buffer).
+    """
     xp = backend.xp_of(x)
     N, C, H, W = x.shape
     Ho, Wo = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
-    # Channel-major so that cols reshapes to the (C·kh·kw, N·Ho·Wo) GEMM operand without a copy.
-    xt = pad_hw(x.transpose(1, 0, 2, 3), ph, pw)
-    cols = xp.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = offset_view(xt, i, j, Ho, Wo, sh, sw)
+    xt = x.transpose(1, 0, 2, 3)
+    shape = (C, kh, kw, N, Ho, Wo)
+    cols = out.reshape(shape) if out is not None else xp.empty(shape, dtype=x.dtype)
+    xj = xp.empty((C, N, H + 2 * ph, Wo), dtype=x.dtype)
+    for j in range(kw):
+        lo, hi, w0 = _column_span(j, sw, pw, W, Wo)
+        _zero_border(xj, ph, ph + H, lo, hi)  # the padding only: the rest is overwritten
+        xj[:, :, ph:ph + H, lo:hi] = xt[:, :, :, w0:w0 + sw * (hi - lo - 1) + 1:sw]
+        for i in range(kh):
+            cols[:, i, j] = xj[:, :, i:i + sh * (Ho - 1) + 1:sh]
     return cols
 
 
 def col2im(dcols, x_shape, sh, sw, ph, pw):
-    """The adjoint of im2col: dcols (C, kh, kw, N, Ho, Wo) -> dx (N, C, H, W), overlaps summed."""
+    """The adjoint of im2col: dcols (C, kh, kw, N, Ho, Wo) -> dx (N, C, H, W), overlaps summed.
+
+    The same two stages in reverse: per kernel column j, the kh row offsets add into
+    dxj (C, N, Hp, Wo) over contiguous spans, then dxj's in-bounds columns add into dx.
+    Sequential slice adds are exact where windows overlap (no scatter-add needed).
+    """
     xp = backend.xp_of(dcols)
     N, C, H, W = x_shape
     _, kh, kw, _, Ho, Wo = dcols.shape
-    dxt = xp.zeros((C, N, H + 2 * ph, W + 2 * pw), dtype=dcols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            # Sequential slice adds: exact where windows overlap (no scatter-add needed).
-            view = offset_view(dxt, i, j, Ho, Wo, sh, sw)
+    dx = xp.zeros((N, C, H, W), dtype=dcols.dtype)
+    dxt = dx.transpose(1, 0, 2, 3)  # a view: dx is written in NCHW directly
+    dxj = xp.empty((C, N, H + 2 * ph, Wo), dtype=dcols.dtype)
+    for j in range(kw):
+        lo, hi, w0 = _column_span(j, sw, pw, W, Wo)
+        if hi <= lo:
+            continue
+        rows = sh * (Ho - 1) + 1                       # the rows offset i = 0 writes
+        dxj[:, :, 0:rows:sh] = dcols[:, 0, j]          # written, not added: no zero fill first
+        _zero_border(dxj, 0, rows, 0, Wo, step=sh)
+        for i in range(1, kh):
+            view = dxj[:, :, i:i + rows:sh]
             view += dcols[:, i, j]  # in place through the view (no self-assigning setitem)
-    return xp.ascontiguousarray(dxt[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))
+        target = dxt[:, :, :, w0:w0 + sw * (hi - lo - 1) + 1:sw]
+        target += dxj[:, :, ph:ph + H, lo:hi]
+    return dx

@@ -51,10 +51,11 @@ class Conv2d(RegularizedLayer):
             raise self._shape_error(f"H + 2·{ph} >= {kh} and W + 2·{pw} >= {kw} (the kernel must fit)", x)
         self._check_float(x, self.weight.dtype)
 
-    def _cols(self, x):
+    def _cols(self, x, Ho, Wo):
+        """The (K, N·Ho·Wo) GEMM operand, in the layer's reused buffer."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        cols = im2col(x, kh, kw, sh, sw, ph, pw)
-        return cols.reshape(-1, cols.shape[3] * cols.shape[4] * cols.shape[5])
+        out = self._scratch("cols", (self.in_channels * kh * kw, x.shape[0] * Ho * Wo), x.dtype)
+        return im2col(x, kh, kw, sh, sw, ph, pw, out=out).reshape(out.shape)
 
     def forward(self, x):
         self._check_input(x)
@@ -62,8 +63,9 @@ class Conv2d(RegularizedLayer):
         N, _, H, W = x.shape
         Ho = out_size(H, self.kernel_size[0], self.stride[0], self.padding[0])
         Wo = out_size(W, self.kernel_size[1], self.stride[1], self.padding[1])
-        cols = self._cols(x)                                   # (K, N·Ho·Wo)
-        y = self.weight.data.reshape(self.out_channels, -1) @ cols  # (O, N·Ho·Wo)
+        cols = self._cols(x, Ho, Wo)                              # (K, N·Ho·Wo)
+        y = self._scratch("y", (self.out_channels, cols.shape[1]), x.dtype)
+        xp.matmul(self.weight.data.reshape(self.out_channels, -1), cols, out=y)  # (O, N·Ho·Wo)
         if self.bias is not None:
             y += self.bias.data[:, None]
         y = xp.ascontiguousarray(y.reshape(self.out_channels, N, Ho, Wo).transpose(1, 0, 2, 3))
@@ -71,20 +73,28 @@ class Conv2d(RegularizedLayer):
         self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
         return self._keep_output(y)
 
-    def backward(self, dy):
+    skips_input_grad = True
+
+    def backward(self, dy, need_input_grad=True):
+        """dx, or None when need_input_grad=False (the first layer: no dcols GEMM, no col2im)."""
         x, cols, x_shape, y_shape = self._saved()
         self._check_dy(dy, y_shape)
         xp = self.device.xp
+        N, _, Ho, Wo = y_shape
         if cols is None:
-            cols = self._cols(x)
+            cols = self._cols(x, Ho, Wo)
         dy = self._activity_dy(dy)
-        dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.out_channels, -1)  # (O, L)
+        dy2 = self._scratch("dy", (self.out_channels, N, Ho, Wo), dy.dtype)
+        dy2[...] = dy.transpose(1, 0, 2, 3)
+        dy2 = dy2.reshape(self.out_channels, -1)                           # (O, L)
         self.weight.grad += (dy2 @ cols.T).reshape(self.weight.shape)
         self._add_kernel_grad()
         if self.bias is not None:
             self.bias.grad += dy2.sum(axis=1)
-        dcols = self.weight.data.reshape(self.out_channels, -1).T @ dy2  # (K, L)
-        N, _, Ho, Wo = y_shape
+        if not need_input_grad:
+            return None
+        dcols = self._scratch("dcols", cols.shape, dy.dtype)
+        xp.matmul(self.weight.data.reshape(self.out_channels, -1).T, dy2, out=dcols)  # (K, L)
         dcols = dcols.reshape(self.in_channels, *self.kernel_size, N, Ho, Wo)
         return col2im(dcols, x_shape, *self.stride, *self.padding)
 

@@ -48,7 +48,10 @@ class Linear(RegularizedLayer):
         self._cache = (x2, x.shape)
         return self._keep_output(y)
 
-    def backward(self, dy):
+    skips_input_grad = True
+
+    def backward(self, dy, need_input_grad=True):
+        """dx, or None when need_input_grad=False (the first layer: its dx GEMM is skipped)."""
         x2, x_shape = self._saved()
         self._check_dy(dy, (*x_shape[:-1], self.out_features))
         dy = self._activity_dy(dy)
@@ -57,6 +60,8 @@ class Linear(RegularizedLayer):
         self._add_kernel_grad()
         if self.bias is not None:
             self.bias.grad += dy2.sum(axis=0)
+        if not need_input_grad:
+            return None
         return (dy2 @ self.weight.data).reshape(x_shape)
 
     def extra_repr(self):

@@ -11,7 +11,9 @@ backward (train), with Σ over the batch axes of channel c:
     db = Σ dy,  dw = Σ dy·x_hat
     dx = weight·rstd · (dy − db/n − x_hat·dw/n)
 backward (eval): dx = weight·rstd·dy (the statistics are constants).
-Kept for backward: x_hat and rstd (per channel).
+Kept for backward: xc = x − mean and rstd (per channel); x_hat = xc·rstd is never stored,
+which saves a pass each way (forward computes y = xc·(weight·rstd) + bias). xc lives in a
+buffer the layer reuses from step to step (see Layer._scratch).
 momentum=None gives the cumulative average over num_batches_tracked batches.
 """
 from __future__ import annotations
@@ -58,31 +60,26 @@ class _BatchNorm(Layer):
     def forward(self, x):
         self._check_input(x)
         xp = backend.xp_of(x)
-        axes = (0, *range(2, x.ndim))
         bshape = (1, self.num_features) + (1,) * (x.ndim - 2)  # broadcasts over the batch axes
         n = x.size // self.num_features
         if self.training:
             if n < 2:
                 raise ShapeError(f"{self!r} expected more than 1 value per channel in training mode, "
                                  f"got input {tuple(x.shape)}")
-            mean = x.mean(axis=axes, keepdims=True)
-            x_hat = x - mean
-            y = xp.square(x_hat)                       # y's buffer holds (x − mean)² first
-            var = y.mean(axis=axes, keepdims=True)
-            self._update_running(mean.reshape(-1), var.reshape(-1), n)
+            mean = _channel_sum(x) / n
+            xc = xp.subtract(x, mean.reshape(bshape), out=self._scratch("xc", x.shape, x.dtype))
+            var = _channel_dot(xp, xc, xc) / n      # two passes: stable when |mean| >> std
+            self._update_running(mean, var, n)
         else:
-            mean = self.running_mean.reshape(bshape)
-            var = self.running_var.reshape(bshape)
-            x_hat = x - mean
-            y = xp.empty_like(x)
+            var = self.running_var
+            xc = xp.subtract(x, self.running_mean.reshape(bshape), out=self._scratch("xc", x.shape, x.dtype))
         rstd = 1.0 / xp.sqrt(var + self.eps)
-        x_hat *= rstd
+        # y = x_hat·w + b = xc·(w·rstd) + b: two passes over xc, x_hat itself is never formed.
+        scale = rstd * self.weight.data if self.affine else rstd
+        y = xp.multiply(xc, scale.reshape(bshape).astype(x.dtype, copy=False))
         if self.affine:
-            xp.multiply(x_hat, self.weight.data.reshape(bshape), out=y)
             y += self.bias.data.reshape(bshape)
-        else:
-            y[...] = x_hat
-        self._cache = (x_hat, rstd, self.training)
+        self._cache = (xc, rstd.astype(x.dtype, copy=False), self.training)
         return y
 
     def _update_running(self, mean, var, n):
@@ -95,26 +92,26 @@ class _BatchNorm(Layer):
         self.running_var += (m * n / (n - 1)) * var
 
     def backward(self, dy):
-        x_hat, rstd, trained = self._saved()
-        self._check_dy(dy, x_hat.shape)
-        axes = (0, *range(2, dy.ndim))
-        db = dy.sum(axis=axes, keepdims=True)
-        t = dy * x_hat
-        dw = t.sum(axis=axes, keepdims=True)
+        xc, rstd, trained = self._saved()
+        self._check_dy(dy, xc.shape)
+        xp = backend.xp_of(dy)
+        bshape = (1, self.num_features) + (1,) * (dy.ndim - 2)
+        db = _channel_sum(dy)
+        dw = _channel_dot(xp, dy, xc) * rstd          # Σ dy·x_hat, x_hat = xc·rstd
         if self.affine:
-            self.weight.grad += dw.reshape(-1)
-            self.bias.grad += db.reshape(-1)
-            scale = rstd * self.weight.data.reshape(rstd.shape)
+            self.weight.grad += dw
+            self.bias.grad += db
+            scale = rstd * self.weight.data
         else:
             scale = rstd
         if not trained:
-            t = dy * scale
-            return t
+            return dy * scale.reshape(bshape)
+        # dx = scale·(dy − db/n − x_hat·dw/n) = scale·(dy − (xc·(rstd·dw/n) + db/n)): four passes.
         n = dy.size // self.num_features
-        backend.xp_of(dy).multiply(x_hat, dw / n, out=t)  # reuse t's buffer: t = x_hat·dw/n
-        backend.xp_of(dy).subtract(dy, t, out=t)
-        t -= db / n
-        t *= scale
+        t = xp.multiply(xc, (rstd * dw / n).reshape(bshape))
+        t += (db / n).reshape(bshape)
+        xp.subtract(dy, t, out=t)
+        t *= scale.reshape(bshape)
         return t
 
     def extra_repr(self):
@@ -138,3 +135,18 @@ class BatchNorm2d(_BatchNorm):
     """Over (N, C, H, W) inputs; statistics per channel C."""
     _ndims = (4,)
     _layout = "(N, {C}, H, W)"
+
+
+def _rows(a):
+    """(N, C, L) view of an (N, C) or (N, C, ...) array (a copy only if it is not contiguous)."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _channel_sum(a):
+    """Σ over every axis but 1: the rows first (pairwise sums), then the batch."""
+    return _rows(a).sum(axis=2).sum(axis=0)
+
+
+def _channel_dot(xp, a, b):
+    """Σ a·b over every axis but 1, without the a·b temporary."""
+    return xp.einsum("ncl,ncl->c", _rows(a), _rows(b))

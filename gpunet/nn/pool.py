@@ -9,7 +9,7 @@
 
 Both loop over the kh·kw kernel offsets with strided slices (see _window.py), so
 overlapping windows (e.g. 3×3 stride 2) accumulate exactly in backward. MaxPool keeps
-only the argmax offset per output (int8), not the input.
+x and y (no argmax: backward finds the first maximum per window; see MaxPool2d).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import GpunetValueError
+from ..ops import relu as relu_ops
 from ._layer import Layer, int_pair
 from ._window import crop_hw, offset_view, out_size, pad_hw
 
@@ -59,40 +60,78 @@ class _Pool2d(Layer):
 
 
 class MaxPool2d(_Pool2d):
-    """Max over each (kh, kw) window; stride defaults to kernel_size. (N, C, H, W) -> (N, C, Ho, Wo)."""
+    """Max over each (kh, kw) window; stride defaults to kernel_size. (N, C, H, W) -> (N, C, Ho, Wo).
+
+    Forward is a chain of `maximum`s over the kh·kw offset views and keeps (x, y): x is
+    usually kept by the layer before anyway (ReLU keeps its output), so this costs no
+    memory, and a forward-only pass never pays for an argmax. Backward finds each
+    window's first maximum offset by offset (the first offset equal to y wins and is masked out for the
+    later ones), which is cheaper than tracking an argmax with masked copies in forward.
+    A window holding NaN has y = NaN and routes no gradient.
+    """
 
     def forward(self, x):
         Ho, Wo = self._geometry(x)
         xp = backend.xp_of(x)
         xpad = pad_hw(x, *self.padding, value=-np.inf)
-        sh, sw = self.stride
-        n_off = self.kernel_size[0] * self.kernel_size[1]
-        arg = xp.zeros((*x.shape[:2], Ho, Wo), dtype=np.int8 if n_off <= 127 else np.int32)
         y = None
-        for k, (i, j) in self._offsets():
-            s = offset_view(xpad, i, j, Ho, Wo, sh, sw)
+        for _, (i, j) in self._offsets():
+            s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
             if y is None:
                 y = xp.array(s, copy=True, order="C")  # never a view of x: y is updated in place
-                continue
-            better = s > y  # strict: a tie keeps the earlier offset
-            xp.copyto(y, s, where=better)
-            xp.copyto(arg, xp.full((), k, dtype=arg.dtype), where=better)  # same-dtype source on both backends
-        self._cache = (arg, x.shape)
+            else:
+                xp.maximum(y, s, out=y)
+        self._cache = (xpad, y, x.shape, x)  # references only: no copy
         return y
 
+    def _tiles(self, x_shape):
+        """True when the windows cover the input exactly once (stride = kernel, no padding)."""
+        (kh, kw), (H, W) = self.kernel_size, x_shape[2:]
+        return (self.stride == self.kernel_size and self.padding == (0, 0)
+                and H % kh == 0 and W % kw == 0)
+
+    def read_output_of(self, layer) -> bool:
+        """True when this pool's last input is `layer`'s kept output (a ReLU right before it)."""
+        cache, kept = self.__dict__.get("_cache"), getattr(layer, "_cache", None)
+        return cache is not None and kept is not None and cache[3] is kept[0]
+
+    def backward_through_relu(self, dy):
+        """relu.backward(self.backward(dy)) for the ReLU whose output y_relu this pool read.
+
+        Every element a window routes to holds that window's max, so the ReLU's select
+        (y_relu > 0) equals (window max > 0): applied to dy at the pooled size (a quarter of
+        the elements for 2×2 pools) it replaces a ReLU backward over the whole input. Equal
+        to the two backwards in sequence, up to the sign of zeros.
+        """
+        y = self._saved()[1]
+        self._check_dy(dy, y.shape)
+        return self.backward(relu_ops.relu_backward(dy, y))
+
     def backward(self, dy):
-        arg, x_shape = self._saved()
-        self._check_dy(dy, arg.shape)
+        xpad, y, x_shape, _ = self._saved()
+        self._check_dy(dy, y.shape)
         xp = backend.xp_of(dy)
         ph, pw = self.padding
         N, C, H, W = x_shape
-        Ho, Wo = arg.shape[2:]
-        dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
-        routed = xp.empty_like(dy)
-        for k, (i, j) in self._offsets():
-            xp.multiply(dy, arg == k, out=routed)
+        Ho, Wo = y.shape[2:]
+        tiles = self._tiles(x_shape)  # disjoint views that cover dx: write, no zero fill or add
+        dxpad = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+        taken, hit = xp.empty(y.shape, dtype=bool), xp.empty(y.shape, dtype=bool)
+        routed = None if tiles else xp.empty_like(dy)
+        offsets = self._offsets()
+        for k, (i, j) in offsets:
+            win = taken if k == 0 else hit  # the first offset's hits are all the window maxima found so far
+            xp.equal(offset_view(xpad, i, j, Ho, Wo, *self.stride), y, out=win)
+            if k > 0:
+                xp.greater(hit, taken, out=hit)  # hit and not taken: ties go to the first offset
+                if k + 1 < len(offsets):
+                    taken |= hit
             view = offset_view(dxpad, i, j, Ho, Wo, *self.stride)
-            view += routed
+            if tiles:
+                xp.multiply(dy, win, out=view)
+            else:
+                xp.multiply(dy, win, out=routed)
+                view += routed
         return crop_hw(dxpad, ph, pw, H, W)
 
 

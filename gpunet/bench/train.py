@@ -1,0 +1,338 @@
+"""Benchmark: training throughput of gpunet against PyTorch on the same workloads.
+
+    gpunet bench train --device cpu --out auto
+    python scripts/bench_train.py --device cuda --out benchmarks/results/train-h100.json
+
+Workloads (float32, SGD with momentum 0.9, softmax cross-entropy):
+    mlp-b128, mlp-b1024   MLP 784-512-256-10 on MNIST, batch 128 and 1024
+    small-cnn             gn.models.small_cnn on Fashion-MNIST, batch 256
+    tf-cifar10-cnn        gn.models.tf_cifar10_cnn on random 3×24×24 data, batch 128
+
+Fairness. One process runs both sides. PyTorch's model is built layer by layer from
+gpunet's (gpunet.bench.torch_twin) and starts from a copy of gpunet's initial weights.
+Both see the same batches, already on the device, and neither reads the loss on the host
+inside a timed segment. PyTorch gets as many CPU threads as NumPy's BLAS (both recorded);
+on a GPU, TF32 is switched off in PyTorch because CuPy's float32 GEMMs do not use it.
+
+Correctness first. Before timing, both sides train `--check-steps` steps from the same
+weights on the same batches; the losses must agree to a relative `--check-rtol`
+(default 1e-3), else the row is marked FAIL and the command exits 1. `--check-float64`
+repeats the check in float64, where agreement to 1e-9 shows the same formulas rather than
+merely close ones (float32 trajectories drift apart by rounding, faster at high lr).
+
+Timing. After `--warmup` steps per side, each round times one segment per side of about
+`--seconds` seconds (a whole number of steps, device synced at both ends), alternating
+which side goes first to cancel drift; samples/s is the median over `--rounds` rounds.
+The 1-minute load average is recorded before and after: a busy machine is visible.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import backend, losses, models, optim
+from ..errors import GpunetError
+from ..nn.module import backward_params
+from . import host, torch_twin
+
+CHECK_RTOL = 1e-3
+CHECK_RTOL_FLOAT64 = 1e-9
+
+
+@dataclasses.dataclass
+class Workload:
+    """One benchmark row: a model factory, a data factory and the batch size."""
+    name: str
+    model: Callable
+    data: Callable          # (n_samples, seed) -> (x float32 NCHW, y int64, description)
+    batch_size: int
+    lr: float = 0.01
+    momentum: float = 0.9
+
+
+def idx_images(name: str):
+    """Loader of the first n training images of an IDX dataset in [0, 1], NCHW; random if absent."""
+    def load(n, seed):
+        from .. import data
+        try:
+            ds = data.load(name, "train", download=False)
+        except GpunetError:
+            x, y, _ = random_images((1, 28, 28))(n, seed)
+            return x, y, f"random 1×28×28 ({name} not found: set GPUNET_DATA)"
+        x = ds.x[:n].reshape(-1, 1, 28, 28).astype(np.float32) / np.float32(255)
+        return x, ds.y[:n].astype(np.int64), f"{name} train[:{len(x)}]"
+    return load
+
+
+def random_images(shape, classes=10):
+    """Uniform [0, 1) images (the range of scaled pixels) with uniform random labels."""
+    def make(n, seed):
+        rng = np.random.default_rng(seed)
+        x = rng.random((n, *shape), dtype=np.float32)
+        return x, rng.integers(0, classes, n).astype(np.int64), f"random {'×'.join(map(str, shape))} in [0, 1)"
+    return make
+
+
+WORKLOADS = {
+    "mlp-b128": Workload("mlp-b128", lambda: models.mlp([784, 512, 256, 10]), idx_images("mnist"), 128),
+    "mlp-b1024": Workload("mlp-b1024", lambda: models.mlp([784, 512, 256, 10]), idx_images("mnist"), 1024),
+    "small-cnn": Workload("small-cnn", lambda: models.small_cnn(), idx_images("fashion-mnist"), 256),
+    # lr 0.002: on random labels at lr 0.01 float32 rounding differences grow chaotically
+    # (1e-3 relative after ~12 steps) while float64 runs agree to 1e-16; see --check-float64.
+    "tf-cifar10-cnn": Workload("tf-cifar10-cnn", lambda: models.tf_cifar10_cnn(),
+                               random_images((3, 24, 24)), 128, lr=0.002),
+}
+
+
+# ---------------------------------------------------------------- the two sides
+
+def gpunet_step(model, loss_fn, opt):
+    """One gpunet training step, as the Trainer runs it (the loss stays on the device)."""
+    def step(x, y):
+        loss = loss_fn.forward(model.forward(x), y)
+        backward_params(model, loss_fn.backward())
+        opt.step()
+        opt.zero_grad()
+        return loss
+    return step
+
+
+def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32"):
+    """{"gpunet": step, "torch": step}: same architecture, same initial weights."""
+    backend.manual_seed(seed)
+    model = w.model().to(dev, dtype=dtype)
+    model.train()
+    sides = {}
+    if with_torch:  # copy the weights before gpunet's first step changes them
+        tdev = f"cuda:{dev.index}" if dev.is_gpu else "cpu"
+        tmodel = torch_twin.twin(model, tdev)
+        sides["torch"] = (torch_twin.make_step(tmodel, w.lr, w.momentum), tdev)
+    opt = optim.SGD(model.parameters(), lr=w.lr, momentum=w.momentum)
+    sides["gpunet"] = (gpunet_step(model, losses.SoftmaxCrossEntropy(), opt), dev)
+    return dict(sorted(sides.items()))  # "gpunet" first
+
+
+def batches(w: Workload, dev, pool: int, seed: int, with_torch: bool, dtype="float32"):
+    """`pool` batches, resident on the device for each side: {side: [(x, y), ...]}, description."""
+    x, y, what = w.data(pool * w.batch_size, seed)
+    x = x.astype(dtype)
+    pool = max(1, len(x) // w.batch_size)
+    out = {"gpunet": [], "torch": []}
+    for i in range(pool):
+        sl = slice(i * w.batch_size, (i + 1) * w.batch_size)
+        xb, yb = np.ascontiguousarray(x[sl]), np.ascontiguousarray(y[sl])
+        out["gpunet"].append((dev.asarray(xb), dev.asarray(yb)))
+        if with_torch:
+            tdev = f"cuda:{dev.index}" if dev.is_gpu else "cpu"
+            out["torch"].append((torch_twin.to_torch(xb, tdev), torch_twin.to_torch(yb, tdev)))
+    return out, what
+
+
+def synchronizer(side: str, dev):
+    if side == "torch":
+        import torch
+        return torch.cuda.synchronize if dev.is_gpu else (lambda: None)
+    return dev.synchronize
+
+
+# ---------------------------------------------------------------- check, then time
+
+def to_float(loss) -> float:
+    if hasattr(loss, "detach"):
+        return float(loss.detach().cpu())  # sync
+    return float(backend.to_numpy(loss))  # sync
+
+
+def check_losses(sides, data, steps: int, rtol: float) -> dict:
+    """Train `steps` steps on each side from the same weights; compare the loss curves."""
+    curves = {}
+    for side, (step, _) in sides.items():
+        pool = data[side]
+        curves[side] = [to_float(step(*pool[i % len(pool)])) for i in range(steps)]
+    out = {"steps": steps, "rtol": rtol, "gpunet_losses": curves["gpunet"]}
+    if "torch" not in curves:
+        out.update(ok=None, note="PyTorch not installed: no reference")
+        return out
+    a, b = np.array(curves["gpunet"]), np.array(curves["torch"])
+    rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-12)
+    out.update(torch_losses=curves["torch"], final_gpunet=float(a[-1]), final_torch=float(b[-1]),
+               final_rel_diff=float(rel[-1]), max_rel_diff=float(rel.max()),
+               ok=bool(np.all(np.isfinite(a)) and rel.max() <= rtol))
+    return out
+
+
+def run_segment(step, pool, sync, n_steps: int, start: int) -> float:
+    """Seconds for n_steps steps, synced at both ends (the loss is never read on the host)."""
+    sync()
+    t0 = time.perf_counter()
+    for i in range(start, start + n_steps):
+        step(*pool[i % len(pool)])
+    sync()
+    return time.perf_counter() - t0
+
+
+def time_sides(sides, data, dev, args) -> dict:
+    """Median samples/s per side over alternating rounds of ~args.seconds segments."""
+    syncs = {s: synchronizer(s, dev) for s in sides}
+    n_steps = {}
+    for side, (step, _) in sides.items():
+        run_segment(step, data[side], syncs[side], args.warmup, 0)
+        per_step = run_segment(step, data[side], syncs[side], 3, 0) / 3
+        n_steps[side] = max(2, int(round(args.seconds / max(per_step, 1e-6))))
+    rates = {s: [] for s in sides}
+    order = list(sides)
+    for r in range(args.rounds):
+        for side in (order if r % 2 == 0 else order[::-1]):
+            bs = len(data[side][0][1])
+            secs = run_segment(sides[side][0], data[side], syncs[side], n_steps[side], r)
+            rates[side].append(n_steps[side] * bs / secs)
+    return {s: {"samples_per_s": statistics.median(v), "segments": [round(x, 1) for x in v],
+                "steps_per_segment": n_steps[s]} for s, v in rates.items()}
+
+
+def run_workload(w: Workload, dev, args, with_torch: bool) -> dict:
+    sides = build_sides(w, dev, args.seed, with_torch)
+    data, what = batches(w, dev, args.pool, args.seed, with_torch)
+    check = check_losses(sides, data, args.check_steps, args.check_rtol)
+    timing = time_sides(sides, data, dev, args)
+    row = {"workload": w.name, "batch_size": w.batch_size, "data": what, "lr": w.lr,
+           "momentum": w.momentum, "gpunet": timing["gpunet"], "check": check}
+    if with_torch and getattr(args, "check_float64", False):
+        # Same steps in float64: rounding no longer hides a wrong formula (agreement ~1e-15).
+        sides64 = build_sides(w, dev, args.seed, with_torch, dtype="float64")
+        data64, _ = batches(w, dev, args.pool, args.seed, with_torch, dtype="float64")
+        row["check_float64"] = check_losses(sides64, data64, args.check_steps, CHECK_RTOL_FLOAT64)
+        check["ok"] = check["ok"] and row["check_float64"]["ok"]
+    if with_torch:
+        row["torch"] = timing["torch"]
+        row["ratio"] = timing["gpunet"]["samples_per_s"] / timing["torch"]["samples_per_s"]
+    return row
+
+
+# ---------------------------------------------------------------- environment and report
+
+def configure_torch(dev) -> dict:
+    """Give PyTorch NumPy's BLAS thread count (CPU) and plain float32 math (GPU); record both."""
+    import torch
+    blas, _ = host.blas_threads()
+    info = {"torch_version": torch.__version__}
+    if dev.is_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        info.update(tf32=False, cudnn=torch.backends.cudnn.version())
+    else:
+        torch.set_num_threads(blas or host.cpu_count())
+    info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def environment(dev, with_torch: bool) -> dict:
+    blas, blas_lib = host.blas_threads()
+    env = {"device": dev.name, "device_name": host.gpu_name(dev) if dev.is_gpu else host.cpu_model(),
+           "cpu_model": host.cpu_model(), "cpu_count": host.cpu_count(), "blas": blas_lib,
+           "blas_threads": blas, "versions": backend.versions()}
+    if with_torch:
+        env.update(configure_torch(dev))
+    return env
+
+
+def default_out(report: dict) -> str:
+    kind = "cpu" if report["device"] == "cpu" else report["device"].split(":")[0]
+    name = host.slug(report["device_name"])
+    return f"benchmarks/results/train-{kind}-{name}-{report['date'][:10]}.json"
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    env = report["environment"]
+    t = Table(title=f"gpunet vs PyTorch training, {env['device']} ({env['device_name']}), "
+                    f"load {report['load_average_before'][:1]}→{report['load_average_after'][:1]}")
+    for col in ("workload", "batch", "gpunet samples/s", "torch samples/s", "gpunet/torch",
+                f"loss check ({report['check_steps']} steps)"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in report["results"]:
+        c = r["check"]
+        verdict = ("no torch" if c["ok"] is None else
+                   f"{'ok' if c['ok'] else '[red]FAIL[/red]'} (rel {c['max_rel_diff']:.1e}"
+                   + (f"; f64 {r['check_float64']['max_rel_diff']:.0e})" if "check_float64" in r else ")"))
+        torch_rate = f"{r['torch']['samples_per_s']:,.0f}" if "torch" in r else "—"
+        ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "—"
+        t.add_row(r["workload"], str(r["batch_size"]), f"{r['gpunet']['samples_per_s']:,.0f}",
+                  torch_rate, ratio, verdict)
+    console = Console()
+    console.width = max(console.width, 110)  # pipes default to 80 columns: keep headers whole
+    console.print(t)
+
+
+def run(args) -> dict:
+    dev = backend.device(args.device)
+    with_torch = torch_twin.available() and not args.no_torch
+    env = environment(dev, with_torch)
+    names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise GpunetError(f"--workloads: expected names from {sorted(WORKLOADS)}, got {unknown}")
+    report = {"benchmark": "bench_train", "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "device": dev.name, "device_name": env["device_name"], "environment": env,
+              "torch": with_torch, "load_average_before": host.load_average(),
+              "settings": {k: getattr(args, k) for k in ("warmup", "seconds", "rounds", "pool", "seed")},
+              "check_steps": args.check_steps, "check_rtol": args.check_rtol, "results": []}
+    for name in names:
+        report["results"].append(run_workload(WORKLOADS[name], dev, args, with_torch))
+    report["load_average_after"] = host.load_average()
+    return report
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpunet bench train", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument("--out", default=None, help="write JSON here; 'auto' picks "
+                                               "benchmarks/results/train-<device>-<model>-<date>.json")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per side before timing")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of one timed segment")
+    p.add_argument("--rounds", type=int, default=5, help="timed segments per side; the median is reported")
+    p.add_argument("--pool", type=int, default=8, help="distinct batches kept on the device, cycled")
+    p.add_argument("--check-steps", type=int, default=20, help="steps of the loss-agreement check")
+    p.add_argument("--check-rtol", type=float, default=CHECK_RTOL, help="allowed relative loss difference")
+    p.add_argument("--check-float64", action="store_true",
+                   help="also run the check in float64 (relative 1e-9): the same formulas, not just close")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-torch", action="store_true", help="time gpunet only")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        report = run(args)
+    except GpunetError as e:
+        print(f"bench train: {e}", file=sys.stderr)
+        return 2
+    print_table(report)
+    if args.out:
+        out = Path(default_out(report) if args.out == "auto" else args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {out}")
+    failed = [r["workload"] for r in report["results"] if r["check"]["ok"] is False]
+    if failed:
+        print(f"bench train: gpunet and PyTorch losses disagree on {failed} "
+              f"(relative difference > {args.check_rtol}): the timings compare different computations",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
