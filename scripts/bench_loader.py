@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 import gpunet as gn
 from gpunet.backend import versions
+from gpunet.bench.host import cpu_model
 
 BATCH_SIZES = (128, 1024)
 LAYERS = (784, 512, 256, 10)
@@ -96,13 +96,7 @@ def time_step(loader, dev, repeats: int, steps: int = 20) -> float:
 def device_description(dev) -> str:
     if dev.is_gpu:
         return gn.gpu_status().devices[dev.index]["name"]
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def run(args) -> dict:
