@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gpunet as gn
 from gpunet import experiments
+from gpunet.bench.host import cpu_count, cpu_model
 
 
 def _cell(v) -> str:
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
             "Each section below was produced by `python scripts/experiments_doc.py`, which runs "
             "`gpunet experiment NAME` in full mode and copies its table and its computed conclusion "
             "here. Every experiment is seeded; rerun any command to reproduce its numbers. "
-            f"gpunet {gn.__version__}.", ""]
+            f"gpunet {gn.__version__}; the runs below used {args.device} on {cpu_model()} "
+            f"({cpu_count()} cores), one BLAS thread.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(head + sections))
     print(f"wrote {args.out} ({len(sections)} experiments)")
