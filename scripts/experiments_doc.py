@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
             "`gpunet experiment NAME` in full mode and copies its table and its computed conclusion "
             "here. Every experiment is seeded; rerun any command to reproduce its numbers. "
             f"gpunet {gn.__version__}; the runs below used {args.device} on {cpu_model()} "
-            f"({cpu_count()} cores), one BLAS thread.", ""]
+            f"({cpu_count()} cores), OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(head + sections))
     print(f"wrote {args.out} ({len(sections)} experiments)")
