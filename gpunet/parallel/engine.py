@@ -134,6 +134,8 @@ class DataParallel:
         return loss_sum / x.shape[0], correct
 
     def _reduce(self, sizes):
+        if self.world == 1:  # one replica: its gradient already is the global one
+            return
         total = sum(sizes)
         if len(set(sizes)) > 1:
             for r, n in zip(self.replicas, sizes):  # unequal shards: weight by N·n_i/n
