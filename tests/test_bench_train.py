@@ -7,6 +7,7 @@ benchmark's JSON, not in tests.
 """
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,6 +117,7 @@ def test_default_out_names_device_model_and_date():
 
 
 def test_cli_dispatches_train_and_finds_scripts(monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # a checkout, installed or editable
     seen = {}
     monkeypatch.setattr(bt, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     assert cli_bench.run(argparse.Namespace(benchmark="train", args=["--", "--device", "cpu"])) == 0

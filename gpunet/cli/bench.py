@@ -30,8 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def scripts_dir() -> Path:
-    """scripts/ of the checkout this package was imported from (absent in an installed wheel)."""
-    return Path(__file__).resolve().parents[2] / "scripts"
+    """scripts/ of a source checkout: the one this package was imported from (an editable
+    install), else the current directory's (an installed wheel run inside a checkout)."""
+    beside = Path(__file__).resolve().parents[2] / "scripts"
+    return beside if (beside / "bench_train.py").is_file() else Path.cwd() / "scripts"
 
 
 def load_script(name: str):
