@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
 from .metrics import count_correct
-from .nn.module import backward_params
+from .step import forward_backward
 
 METRICS = ("accuracy",)
 LR_SCALINGS = ("none", "linear")
@@ -178,12 +178,10 @@ class Trainer:
         """One optimizer step on batch (x, y): returns (mean loss incl. penalties, correct count)."""
         if self.engine is not None:
             return self.engine.train_step(x, y)
-        logits = self.model.forward(x)
-        loss = self.loss_fn.forward(logits, y) + self.model.regularization_loss()
-        backward_params(self.model, self.loss_fn.backward())  # the batch's own dx is never used
+        loss, correct = forward_backward(self.model, self.loss_fn, x, y, bool(self.metrics))
         self.optimizer.step()
         self.optimizer.zero_grad()
-        return loss, (count_correct(logits, y) if self.metrics else None)
+        return loss, correct
 
     def _warmup(self, steps_per_epoch):
         """Linear warmup from the unscaled lr to the (scheduled, scaled) lr over warmup_epochs."""

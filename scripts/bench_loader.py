@@ -27,7 +27,7 @@ import numpy as np
 
 import gpunet as gn
 from gpunet.backend import versions
-from gpunet.bench.host import cpu_model
+from gpunet.bench.host import device_name
 
 BATCH_SIZES = (128, 1024)
 LAYERS = (784, 512, 256, 10)
@@ -93,12 +93,6 @@ def time_step(loader, dev, repeats: int, steps: int = 20) -> float:
     return statistics.median(times)
 
 
-def device_description(dev) -> str:
-    if dev.is_gpu:
-        return gn.gpu_status().devices[dev.index]["name"]
-    return cpu_model()
-
-
 def run(args) -> dict:
     dev = gn.device(args.device)
     ds = gn.data.load("mnist", "train", root=args.root)
@@ -113,7 +107,7 @@ def run(args) -> dict:
                      "loader_ms_host": 1e3 * t_host, "step_ms": 1e3 * t_step,
                      "ratio_loader_over_step": t_res / t_step})
     return {"benchmark": "bench_loader", "dataset": "mnist/train", "device": dev.name,
-            "device_name": device_description(dev), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "device_name": device_name(dev), "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "versions": versions(), "repeats": args.repeats, "mlp": list(LAYERS), "results": rows}
 
 

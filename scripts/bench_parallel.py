@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import statistics
 import sys
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gpunet as gn
-from gpunet.bench.host import cpu_model
+from gpunet.bench.host import device_name, load_average
 
 
 def make_trainer(device, devices):
@@ -61,7 +60,7 @@ def main(argv=None) -> int:
     base = med["plain trainer"]
     rows = [{"setup": k, "median_epoch_s": m, "samples_per_s": len(data) / m, "ratio_vs_plain": m / base,
              "all_epoch_s": times[k][1:]} for k, m in med.items()]
-    where = gn.gpu_status().devices[dev.index]["name"] if dev.is_gpu else cpu_model()
+    where = device_name(dev)
     t = Table(title=f"data-parallel overhead on {dev.name} ({where})")
     for c in ("setup", "median epoch (s)", "samples/s", "time vs plain"):
         t.add_column(c, justify="right")
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
         t.add_row(r["setup"], f"{r['median_epoch_s']:.3f}", f"{r['samples_per_s']:,.0f}", f"{r['ratio_vs_plain']:.3f}×")
     Console().print(t)
     result = {"benchmark": "parallel_overhead", "device": dev.name, "device_name": where,
-              "machine": platform.machine(), "load_average": os.getloadavg(),
+              "machine": platform.machine(), "load_average": load_average(),
               "date": datetime.date.today().isoformat(), "samples": len(data), "batch_size": 128,
               "repeats": args.repeats, "rows": rows}
     if args.out:

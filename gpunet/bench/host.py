@@ -82,6 +82,11 @@ def gpu_name(dev) -> str:
     return backend.gpu_status().devices[dev.index]["name"]
 
 
+def device_name(dev) -> str:
+    """What a benchmark runs on: the GPU's name, or the CPU model."""
+    return gpu_name(dev) if dev.is_gpu else cpu_model()
+
+
 def slug(text: str) -> str:
     """'AMD EPYC 7B13 64-Core' -> 'amd-epyc-7b13-64-core' (for result file names)."""
     out = "".join(c.lower() if c.isalnum() else "-" for c in text)

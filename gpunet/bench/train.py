@@ -237,7 +237,7 @@ def configure_torch(dev) -> dict:
 
 def environment(dev, with_torch: bool) -> dict:
     blas, blas_lib = host.blas_threads()
-    env = {"device": dev.name, "device_name": host.gpu_name(dev) if dev.is_gpu else host.cpu_model(),
+    env = {"device": dev.name, "device_name": host.device_name(dev),
            "cpu_model": host.cpu_model(), "cpu_count": host.cpu_count(), "blas": blas_lib,
            "blas_threads": blas, "versions": backend.versions()}
     if with_torch:

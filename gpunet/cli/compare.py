@@ -19,6 +19,7 @@ import gpunet as gn
 from .. import compare, runconfig
 from ..checkpoint import atomic_write_bytes
 from ..errors import GpunetError, GpunetValueError
+from .flags import add_field_flag
 
 
 @dataclasses.dataclass
@@ -46,9 +47,7 @@ class CompareConfig:
 
 def add_arguments(parser) -> None:
     for f in dataclasses.fields(CompareConfig):
-        kind = {"int": int, "float": float}.get(str(f.type), str)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                            help=f"(default {f.default!r})")
+        add_field_flag(parser, f.name, f.type, f.default, f"(default {f.default!r})")
 
 
 def _csv(text, kind=str):

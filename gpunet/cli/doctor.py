@@ -26,6 +26,7 @@ import gpunet as gn
 
 from .. import data, doctor, losses, nn, runconfig
 from ..errors import GpunetError, GpunetValueError, NonFiniteError
+from .flags import add_field_flag
 
 TRAIN_FIELDS = ("dataset", "model", "hidden", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
                 "init", "dropout", "dtype", "device", "seed", "val_fraction", "data_root")
@@ -63,9 +64,7 @@ class DoctorConfig:
 def add_arguments(parser) -> None:
     for name in TRAIN_FIELDS:
         field = runconfig.FIELDS[name]
-        kind = {"int": int, "float": float}.get(str(field.type), str)
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar=name.upper(),
-                            help=f"as in gpunet train (default {field.default!r})")
+        add_field_flag(parser, name, field.type, None, f"as in gpunet train (default {field.default!r})")
     d = DoctorConfig()
     for f in dataclasses.fields(DoctorConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -73,8 +72,8 @@ def add_arguments(parser) -> None:
             parser.add_argument(flag, nargs="+", action="extend", default=[], metavar="CODE",
                                 help="silence these codes (GN101, symmetric-init or GN101-symmetric-init)")
         else:
-            parser.add_argument(flag, type=type(getattr(d, f.name)), default=getattr(d, f.name),
-                                help=f"(default {getattr(d, f.name)!r})")
+            add_field_flag(parser, f.name, type(getattr(d, f.name)), getattr(d, f.name),
+                           f"(default {getattr(d, f.name)!r})")
     parser.add_argument("--config", default=None, metavar="FILE.toml", help="a gpunet train config file")
 
 

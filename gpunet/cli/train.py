@@ -20,20 +20,15 @@ import gpunet as gn
 from .. import losses, runconfig
 from ..callbacks import JSONLLogger, ModelCheckpoint
 from ..checkpoint import atomic_write_bytes
+from .flags import add_field_flag
 from ..errors import GpunetError
 from ..parallel.comm import env_rank, make_process_communicator
 from ..plot import write_curves
 
 
 def add_arguments(parser) -> None:
-    for name, field in runconfig.FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        if field.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=None, help=f"(default {field.default})")
-        else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)
-            parser.add_argument(flag, type=kind, default=None, metavar=name.upper(),
-                                help=f"(default {field.default!r})")
+    for name, field in runconfig.FIELDS.items():  # default None: "not given", so config files can fill it
+        add_field_flag(parser, name, field.type, None, f"(default {field.default!r})")
     parser.add_argument("--config", default=None, metavar="FILE.toml",
                         help="read settings from a TOML or JSON file; flags override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -27,8 +27,7 @@ import hashlib
 import numpy as np
 
 from .. import backend
-from ..metrics import count_correct
-from ..nn.module import backward_params
+from ..step import forward_backward
 from ..errors import GpunetValueError
 from .comm import LocalCommunicator, NcclCommunicator
 
@@ -117,10 +116,7 @@ class DataParallel:
         for r, n in zip(self.replicas, sizes):
             with r.device:
                 xs, ys = r.device.asarray(x[start:start + n]), r.device.asarray(y[start:start + n])
-                logits = r.model.forward(xs)
-                loss = r.loss_fn.forward(logits, ys) + r.model.regularization_loss()
-                backward_params(r.model, r.loss_fn.backward())  # the shard's own dx is never used
-                c = count_correct(logits, ys)
+                loss, c = forward_backward(r.model, r.loss_fn, xs, ys)
             loss_sum += home.asarray(loss) * n
             correct += home.asarray(c)
             start += n
