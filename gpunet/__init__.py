@@ -8,7 +8,7 @@
 __version__ = "0.1.0"
 
 from .backend import Device, device, gpu_status, is_gpu_available, manual_seed  # noqa: F401
-from .config import checks, checks_enabled, set_checks  # noqa: F401
+from .checks import checks, checks_enabled, set_checks  # noqa: F401
 from .errors import (CheckpointError, DataError, DeviceError, GpunetError,  # noqa: F401
                      GpunetTypeError, GpunetValueError, NonFiniteError, ShapeError)
 from . import nn  # noqa: F401
@@ -17,9 +17,9 @@ import importlib as _importlib
 
 # Submodules load on first use (gn.losses, gn.data, ...), so `import gpunet` stays light
 # and a missing optional piece never breaks the import of the rest.
-_SUBMODULES = ("backend", "config", "errors", "nn", "ops", "losses", "optim", "regularizers",
+_SUBMODULES = ("backend", "errors", "nn", "ops", "losses", "optim", "regularizers",
                "data", "models", "parallel", "doctor", "testing", "experiments", "checkpoint", "train",
-               "metrics", "callbacks", "compare", "runconfig")
+               "metrics", "callbacks", "compare", "fileio", "plot")
 _LAZY_NAMES = {
     "Trainer": "train", "History": "train", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
 }

@@ -1,4 +1,5 @@
-"""Training callbacks (Keras's surface): on_train_begin/end, on_epoch_begin/end, on_batch_end.
+"""Training callbacks (Keras's surface): on_train_begin/end, on_epoch_begin/end, on_batch_end,
+and on_before_optimizer_step. RichProgress is the progress bar of `fit(verbose=True)`.
 
 `on_batch_end(step, logs)` fires after every optimizer step. Its `logs` hold
 "epoch", "batch" (index in the epoch), "step" (global) and "size" every time;
@@ -8,12 +9,11 @@ only at the trainer's logging points, because reading them is a device sync.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .fileio import atomic_write_bytes
 from .errors import GpunetValueError
 
 
@@ -162,28 +162,6 @@ class JSONLLogger(Callback):
         self._write({"kind": "epoch", **(logs or {})})
 
 
-class CSVLogger(Callback):
-    """One CSV row per epoch with the History fields."""
-
-    def __init__(self, path, append=False):
-        self.path = Path(path)
-        self.append = append
-
-    def on_train_begin(self, logs=None):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.append and self.path.exists():
-            self.path.unlink()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(logs))
-            if new:
-                w.writeheader()
-            w.writerow(logs)
-
-
 class LRScheduleCallback(Callback):
     """Steps an `optim.Scheduler` at the end of each epoch (unit="epoch") or each step."""
 
@@ -226,3 +204,52 @@ class History(Callback):
 
     def to_json(self, path) -> None:
         atomic_write_bytes(path, json.dumps(self.epochs, indent=1).encode())
+
+
+class RichProgress(Callback):
+    """Updates on every step (cheap: no sync); the numbers refresh at the logging points."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, console=None):
+        from rich.console import Console  # here: `import gpunet.callbacks` stays light
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+        self.epochs, self.steps = epochs, steps_per_epoch
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                                 BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
+        self.task = None
+
+    def _stats(self, logs):
+        parts = []
+        if "samples_per_s" in logs:
+            parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
+        if "loss" in logs:
+            parts.append(f"loss {logs['loss']:.4f}")
+        if logs.get("accuracy") is not None:
+            parts.append(f"acc {logs['accuracy']:.4f}")
+        if "val_accuracy" in logs and logs["val_accuracy"] is not None:
+            parts.append(f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}")
+        parts.append(f"lr {float(self.trainer.optimizer.lr):.3g}")
+        return "  ".join(parts)
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1,
+                                           epochs=self.epochs, stats=self._stats({}))
+
+    def on_batch_end(self, step, logs=None):
+        logs = logs or {}
+        update = {"completed": logs.get("batch", 0) + 1}
+        if "loss" in logs:
+            update["stats"] = self._stats(logs)
+        self.progress.update(self.task, **update)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.update(self.task, completed=self.steps, stats=self._stats(logs or {}))
+
+    def on_train_end(self, logs=None):
+        self.progress.stop()

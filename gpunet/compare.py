@@ -21,7 +21,9 @@ from .train import Trainer
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class RunSpec:
+    """One configuration of the grid: replicas, reduce, which batch is kept, lr scaling, warmup."""
+
     replicas: int = 1
     reduce: str = "mean"
     keep: str = "global"          # "global" or "replica"
@@ -40,16 +42,16 @@ class Config:
 def configurations(replicas=(1, 2, 4), reduces=("mean", "sum"), keeps=("global", "replica"),
                    scalings=("none",), warmup_epochs=0.0):
     """The grid: one single-device baseline, then every combination for N > 1."""
-    out = [Config()] if 1 in replicas else []
+    out = [RunSpec()] if 1 in replicas else []
     for n in (r for r in replicas if r > 1):
         for reduce in reduces:
             for keep in keeps:
                 for scaling in scalings:
-                    out.append(Config(n, reduce, keep, scaling, warmup_epochs if scaling != "none" else 0.0))
+                    out.append(RunSpec(n, reduce, keep, scaling, warmup_epochs if scaling != "none" else 0.0))
     return out
 
 
-def run_config(cfg: Config, train, test, make_model, batch_size, lr, momentum=0.9, epochs=3,
+def run_config(cfg: RunSpec, train, test, make_model, batch_size, lr, momentum=0.9, epochs=3,
                device="cpu", devices=None, seed=0, dtype="float32", return_model=False):
     """Train one configuration; returns its per-epoch curves and summary numbers
     (and the trained model too, as (record, model), when `return_model`)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from .checkpoint import atomic_write_bytes
+from .fileio import atomic_write_bytes
 
 PANELS = (("loss", ("loss", "val_loss")), ("accuracy", ("accuracy", "val_accuracy")))
 COLORS = {"loss": "#1f77b4", "accuracy": "#1f77b4", "val_loss": "#ff7f0e", "val_accuracy": "#ff7f0e"}
@@ -19,20 +19,31 @@ def _series(epochs, key):
     return pts
 
 
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (files only, no display), or None without matplotlib.
+
+    The one place gpunet sets matplotlib up: run curves, `gpunet compare` and the experiments.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def write_curves(epochs, folder) -> str:
     """Write the curves into `folder`; returns a one-line description of what was written."""
     folder = Path(folder)
     if not epochs:
         return "no epochs, no curves"
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         path = folder / "curves.svg"
         atomic_write_bytes(path, svg_curves(epochs).encode())
         return f"curves: {path.name} (install gpunet[plot] for PNG)"
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (title, keys) in zip(axes, PANELS):
         for key in keys:

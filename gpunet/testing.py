@@ -36,7 +36,7 @@ def _numeric_grad(f, arr, eps):
     return xp.asarray(grad.reshape(arr.shape))
 
 
-def compare(name, analytic, numeric, atol, rtol):
+def assert_close(name, analytic, numeric, atol, rtol):
     """Raise GradcheckError with the worst mismatch if |a − n| > atol + rtol·|n| anywhere."""
     a = backend.to_numpy(analytic).astype(np.float64)
     n = backend.to_numpy(numeric).astype(np.float64)
@@ -75,11 +75,11 @@ def gradcheck_module(module, x, dy=None, eps=1e-6, atol=1e-6, rtol=1e-5, check_i
     dx = module.backward(dy)
     checked = {}
     if check_input:
-        compare(f"{type(module).__name__} dx", dx, _numeric_grad(scalar, x, eps), atol, rtol)
+        assert_close(f"{type(module).__name__} dx", dx, _numeric_grad(scalar, x, eps), atol, rtol)
         checked["x"] = dx
     for name, p in module.named_parameters():
         analytic = p.grad.copy()
-        compare(f"{type(module).__name__} d{name}", analytic, _numeric_grad(scalar, p.data, eps), atol, rtol)
+        assert_close(f"{type(module).__name__} d{name}", analytic, _numeric_grad(scalar, p.data, eps), atol, rtol)
         checked[name] = analytic
     return checked
 
@@ -103,5 +103,5 @@ def gradcheck_loss(loss_fn, pred, target, eps=1e-6, atol=1e-6, rtol=1e-5, upstre
 
     loss_fn.forward(pred, target)
     analytic = loss_fn.backward(upstream)
-    compare(f"{type(loss_fn).__name__} dpred", analytic, _numeric_grad(scalar, pred, eps), atol, rtol)
+    assert_close(f"{type(loss_fn).__name__} dpred", analytic, _numeric_grad(scalar, pred, eps), atol, rtol)
     return analytic

@@ -125,7 +125,7 @@ class Trainer:
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
         callbacks = self.callbacks
         if verbose:
-            from .progress import RichProgress
+            from .callbacks import RichProgress
             callbacks = CallbackList([RichProgress(epochs, len(loader)), *self.callbacks.callbacks])
             callbacks.set_trainer(self)
         self.stop_training = False

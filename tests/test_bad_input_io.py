@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gpunet as gn
-from gpunet import runconfig
+from gpunet.cli import recipe
 from gpunet.callbacks import ModelCheckpoint
 from gpunet.data import fetch
 from gpunet.errors import CheckpointError, DataError, DeviceError, GpunetTypeError, GpunetValueError
@@ -115,7 +115,7 @@ def _load_mnist(w):
 
 
 def _resolve(w, suffix=".toml"):
-    return runconfig.resolve({}, w.root / f"c{suffix}")
+    return recipe.resolve({}, w.root / f"c{suffix}")
 
 
 P = functools.partial  # a world with arguments

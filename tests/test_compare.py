@@ -34,29 +34,29 @@ def test_grid():
 
 
 def test_mean_with_global_batch_kept_is_the_single_device_run(digits):
-    one = run(compare.Config(), digits)
-    two = run(compare.Config(2, "mean", "global"), digits)
+    one = run(compare.RunSpec(), digits)
+    two = run(compare.RunSpec(2, "mean", "global"), digits)
     assert two["global_batch"] == 64 and two["per_replica_batch"] == 32
     assert abs(one["final_loss"] - two["final_loss"]) < 1e-12
     assert one["curves"]["test_accuracy"] == two["curves"]["test_accuracy"]
 
 
 def test_sum_is_a_larger_step(digits):
-    summed = run(compare.Config(2, "sum", "global"), digits)
-    doubled = run(compare.Config(), digits, lr=0.1)
+    summed = run(compare.RunSpec(2, "sum", "global"), digits)
+    doubled = run(compare.RunSpec(), digits, lr=0.1)
     assert summed["effective_lr"] == pytest.approx(0.1)
     assert abs(summed["final_loss"] - doubled["final_loss"]) < 1e-12
-    replica = run(compare.Config(2, "mean", "replica"), digits)
+    replica = run(compare.RunSpec(2, "mean", "replica"), digits)
     assert replica["global_batch"] == 128 and replica["steps_per_epoch"] == 12
 
 
 def test_linear_scaling_is_reported(digits):
-    r = run(compare.Config(2, "mean", "replica", "linear", 1.0), digits)
+    r = run(compare.RunSpec(2, "mean", "replica", "linear", 1.0), digits)
     assert r["lr"] == pytest.approx(0.1) and "lr×2" in r["label"] and "warmup" in r["label"]
 
 
 def test_conclusion_is_computed_from_the_numbers(digits):
-    records = [run(compare.Config(), digits), run(compare.Config(2, "sum", "global"), digits)]
+    records = [run(compare.RunSpec(), digits), run(compare.RunSpec(2, "sum", "global"), digits)]
     text = compare.conclusion(records)
     assert f"{records[0]['final_test_accuracy']:.4f}" in text and "2× larger" in text
     records[1]["final_test_accuracy"] = 0.5

@@ -7,7 +7,7 @@ import gpunet as gn
 from gpunet import ops
 from gpunet.ops.relu import (leaky_relu_backward_xp, relu_backward_mask_xp, relu_backward_xp,
                              relu_pack_mask_xp, unpack_mask_xp)
-from gpunet.testing import compare
+from gpunet.testing import assert_close
 
 SIZES = [1, 31, 32, 33, 1000003]
 
@@ -20,7 +20,7 @@ def data(n, dtype, seed=0):
 
 
 def exact(name, got, want):
-    compare(name, gn.backend.to_numpy(got), gn.backend.to_numpy(want), atol=0.0, rtol=0.0)
+    assert_close(name, gn.backend.to_numpy(got), gn.backend.to_numpy(want), atol=0.0, rtol=0.0)
 
 
 # ---------------------------------------------------------------- CPU

@@ -11,7 +11,7 @@ import pytest
 import gpunet as gn
 from gpunet import ops
 from gpunet.ops.softmax_cross_entropy_xp import softmax_cross_entropy_eval_xp, softmax_cross_entropy_xp
-from gpunet.testing import compare
+from gpunet.testing import assert_close
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 IGNORE = -100
@@ -59,7 +59,7 @@ def check(name, got, want, dtype):
     want = np.asarray(want, dtype=np.float64)
     scale = float(np.abs(want).max()) if want.size else 0.0
     floor = rtol * (max(1.0, scale) if "loss" in name else scale)
-    compare(name, gn.backend.to_numpy(got), want, atol=floor, rtol=rtol)
+    assert_close(name, gn.backend.to_numpy(got), want, atol=floor, rtol=rtol)
 
 
 # ---------------------------------------------------------------- CPU: twin vs reference

@@ -6,7 +6,7 @@ import pytest
 import gpunet as gn
 from gpunet import backend
 from gpunet.regularizers import L1, L1L2, L2
-from gpunet.testing import compare
+from gpunet.testing import assert_close
 
 W = np.array([[1.0, -2.0], [0.5, 0.0]])  # Σ|w| = 3.5, Σw² = 5.25
 
@@ -37,7 +37,7 @@ def test_grad_matches_central_differences(dev, reg):
         plus[i] += eps
         minus[i] -= eps
         numeric[i] = (float(reg.penalty(dev.asarray(plus))) - float(reg.penalty(dev.asarray(minus)))) / (2 * eps)
-    compare(repr(reg), reg.grad(w), numeric, atol=1e-7, rtol=1e-6)
+    assert_close(repr(reg), reg.grad(w), numeric, atol=1e-7, rtol=1e-6)
 
 
 def test_penalty_keeps_float32():

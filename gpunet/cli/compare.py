@@ -16,8 +16,10 @@ from rich.table import Table
 
 import gpunet as gn
 
-from .. import compare, runconfig
-from ..checkpoint import atomic_write_bytes
+from .. import compare
+from . import recipe
+from ..fileio import atomic_write_bytes
+from ..plot import pyplot
 from ..errors import GpunetError, GpunetValueError
 from .flags import add_field_flag
 
@@ -73,16 +75,16 @@ def run_compare(cfg: CompareConfig, console) -> list:
     if devices and max(replicas) > len(devices):
         raise GpunetValueError(f"--replicas: expected at most {len(devices)} (one per --devices entry), "
                                f"got {max(replicas)}")
-    tcfg = runconfig.TrainConfig(dataset=cfg.dataset, model=cfg.model, hidden=cfg.hidden, seed=cfg.seed,
+    tcfg = recipe.TrainConfig(dataset=cfg.dataset, model=cfg.model, hidden=cfg.hidden, seed=cfg.seed,
                                  val_fraction=0.0, data_root=cfg.data_root)
-    train, _, test = runconfig.datasets(tcfg)
+    train, _, test = recipe.datasets(tcfg)
     if cfg.train_samples:
         train = train.subset(range(min(cfg.train_samples, len(train))))
-    shape, classes = runconfig.sample_shape(train), len(train.classes)
+    shape, classes = recipe.sample_shape(train), len(train.classes)
 
     def make_model():
         gn.manual_seed(cfg.seed)
-        return runconfig.build_model(tcfg, shape, classes)
+        return recipe.build_model(tcfg, shape, classes)
 
     grid = compare.configurations(replicas, _csv(cfg.reduce), _csv(cfg.keep), _csv(cfg.lr_scaling),
                                   cfg.warmup_epochs)
@@ -116,11 +118,8 @@ def show(records, console) -> None:
 
 
 def plot(records, out) -> str:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return "no compare.png (install gpunet[plot] for curves)"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in records:

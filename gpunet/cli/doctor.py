@@ -4,7 +4,7 @@
     gpunet doctor --dataset mnist --model mlp --lr 1e4 --probe-steps 50 --ignore GN107
 
 The model, optimizer and data come from the same `TrainConfig` as `gpunet train`
-(runconfig.py), so a config that passes here is the one `train` will run. The
+(cli/recipe.py), so a config that passes here is the one `train` will run. The
 doctor-only flags reproduce the classic mistakes on purpose (--loss mse,
 --last-activation relu, --input-scale 1, --velocity-init ones, --replicas 2
 --reduce sum). Exit status: 0 when no finding is a warning or worse, 1 otherwise,
@@ -24,7 +24,8 @@ from rich.markup import escape
 
 import gpunet as gn
 
-from .. import data, doctor, losses, nn, runconfig
+from .. import data, doctor, losses, nn
+from . import recipe
 from ..errors import GpunetError, GpunetValueError, NonFiniteError
 from .flags import add_field_flag
 
@@ -63,7 +64,7 @@ class DoctorConfig:
 
 def add_arguments(parser) -> None:
     for name in TRAIN_FIELDS:
-        field = runconfig.FIELDS[name]
+        field = recipe.FIELDS[name]
         add_field_flag(parser, name, field.type, None, f"as in gpunet train (default {field.default!r})")
     d = DoctorConfig()
     for f in dataclasses.fields(DoctorConfig):
@@ -80,7 +81,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     console = Console()
     try:
-        cfg = runconfig.resolve({k: getattr(args, k) for k in TRAIN_FIELDS}, args.config)
+        cfg = recipe.resolve({k: getattr(args, k) for k in TRAIN_FIELDS}, args.config)
         dc = DoctorConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DoctorConfig)})
         dc.ignore = tuple(dc.ignore)
         findings, summary = diagnose(cfg, dc.validate())
@@ -102,13 +103,13 @@ def make_loss(name: str, classes: int):
 def build(cfg, dc):
     """(model, loss, optimizer, train Dataset) for the config, with the doctor's deliberate variations."""
     gn.manual_seed(cfg.seed)
-    train_set, _, _ = runconfig.datasets(cfg)
+    train_set, _, _ = recipe.datasets(cfg)
     classes = len(train_set.classes)
-    model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), classes)
+    model = recipe.build_model(cfg, recipe.sample_shape(train_set), classes)
     if LAST_ACTIVATIONS[dc.last_activation] is not None:
         model.append(LAST_ACTIVATIONS[dc.last_activation]())
     model.to(gn.device(cfg.device), dtype=cfg.dtype)
-    opt = runconfig.build_optimizer(cfg, model.parameters())
+    opt = recipe.build_optimizer(cfg, model.parameters())
     if hasattr(opt, "velocity_init"):
         opt.velocity_init = dc.velocity_init
     return model, make_loss(dc.loss, classes), opt, train_set

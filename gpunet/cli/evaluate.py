@@ -10,7 +10,8 @@ from rich.markup import escape
 
 import gpunet as gn
 
-from .. import data, losses, runconfig
+from .. import data, losses
+from . import recipe
 from ..checkpoint import read_checkpoint
 from ..errors import GpunetError
 
@@ -59,14 +60,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if not saved:
         raise gn.CheckpointError(f"checkpoint {cfg.checkpoint}: holds no run config, so the model "
                                  "cannot be rebuilt; load it in Python with gn.load_checkpoint")
-    train_cfg = runconfig.TrainConfig(**saved)
+    train_cfg = recipe.TrainConfig(**saved)
     name = cfg.dataset or train_cfg.dataset
     ds = data.load(name, cfg.split, root=cfg.data_root or train_cfg.data_root or None)
     dev = gn.device(cfg.device)
-    model = runconfig.build_model(train_cfg, runconfig.sample_shape(ds), len(ds.classes))
+    model = recipe.build_model(train_cfg, recipe.sample_shape(ds), len(ds.classes))
     model.to(dev, dtype=train_cfg.dtype)
     gn.load_checkpoint(cfg.checkpoint, model)
-    opt = runconfig.build_optimizer(train_cfg, model.parameters())
+    opt = recipe.build_optimizer(train_cfg, model.parameters())
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev)
     out = trainer.evaluate(ds, batch_size=cfg.batch_size)
     return {"dataset": name, "split": cfg.split, "samples": len(ds), "device": dev.name, **out}

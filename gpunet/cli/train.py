@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -17,9 +16,10 @@ from rich.table import Table
 
 import gpunet as gn
 
-from .. import losses, runconfig
+from .. import losses
+from . import recipe
 from ..callbacks import JSONLLogger, ModelCheckpoint
-from ..checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .flags import add_field_flag
 from ..errors import GpunetError
 from ..parallel.comm import env_rank, make_process_communicator
@@ -27,7 +27,7 @@ from ..plot import write_curves
 
 
 def add_arguments(parser) -> None:
-    for name, field in runconfig.FIELDS.items():  # default None: "not given", so config files can fill it
+    for name, field in recipe.FIELDS.items():  # default None: "not given", so config files can fill it
         add_field_flag(parser, name, field.type, None, f"(default {field.default!r})")
     parser.add_argument("--config", default=None, metavar="FILE.toml",
                         help="read settings from a TOML or JSON file; flags override it")
@@ -58,10 +58,10 @@ def print_config(console, cfg, folder) -> None:
 def run(args) -> int:
     console = Console()
     try:
-        flags = {k: getattr(args, k) for k in runconfig.FIELDS}
-        cfg = runconfig.resolve(flags, args.config)
+        flags = {k: getattr(args, k) for k in recipe.FIELDS}
+        cfg = recipe.resolve(flags, args.config)
         if cfg.resume:  # continue with the run's own settings; flags given now override them
-            cfg = runconfig.resolve(flags, args.config, base=saved_config(cfg))
+            cfg = recipe.resolve(flags, args.config, base=saved_config(cfg))
         return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
                      ignore=tuple(args.ignore), doctor=not args.no_doctor)
     except GpunetError as e:
@@ -95,10 +95,10 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
     else:
         dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
                         else (f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu"))
-    train_set, val_set, test_set = runconfig.datasets(cfg)
-    model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), len(train_set.classes))
+    train_set, val_set, test_set = recipe.datasets(cfg)
+    model = recipe.build_model(cfg, recipe.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
-    opt = runconfig.build_optimizer(cfg, model.parameters())
+    opt = recipe.build_optimizer(cfg, model.parameters())
     comm = None
     if world > 1:  # started by `gpunet launch`: one replica per process
         comm, why = make_process_communicator(dev)
@@ -107,7 +107,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
             return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
-    console.print(f"device {dev.name}, {runconfig.param_count(model):,} parameters, "
+    console.print(f"device {dev.name}, {recipe.param_count(model):,} parameters, "
                   f"{len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
@@ -168,6 +168,3 @@ def summary(console, history, test, folder, curves) -> None:
     console.print(f"[bold]test[/]: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}")
     console.print(f"run folder: {folder}  ({escape(curves)})")
 
-
-if __name__ == "__main__":
-    sys.exit(run(None))

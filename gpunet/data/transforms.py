@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import device_of, resolve_dtype, xp_of
-from ..config import checks_enabled
+from ..checks import checks_enabled
 from ..errors import DataError, GpunetValueError, ShapeError
 
 _M64 = (1 << 64) - 1
@@ -165,10 +165,6 @@ class Normalize(Transform):
             raise GpunetValueError(f"Normalize: expected mean and std of equal length C with std > 0, "
                                    f"got mean {self.mean.tolist()} and std {self.std.tolist()}")
         self._cache = {}
-
-    @classmethod
-    def from_dataset(cls, dataset, scale=1 / 255):
-        return cls(*channel_stats(dataset, scale))
 
     def __call__(self, x, rng=None):
         C = len(self.mean)

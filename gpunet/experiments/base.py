@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
+from ..plot import pyplot
 
 
 @dataclasses.dataclass
@@ -81,10 +82,4 @@ def save_figure(fig, out, name: str, dpi: int = 110) -> list:
 
 def try_plot():
     """matplotlib.pyplot with the Agg backend, or None when matplotlib is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        return None
+    return pyplot()

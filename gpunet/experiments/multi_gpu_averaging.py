@@ -39,11 +39,11 @@ def _setup(quick):
 
 
 def _configs():
-    return [("1 device, batch B", compare.Config()),
-            ("2 replicas × B/2, mean", compare.Config(2, "mean", "global")),
-            ("2 replicas × B, mean, same lr", compare.Config(2, "mean", "replica")),
-            ("2 replicas × B, sum", compare.Config(2, "sum", "replica")),
-            ("2 replicas × B, mean, lr×2 + warmup", compare.Config(2, "mean", "replica", "linear", 1.0))]
+    return [("1 device, batch B", compare.RunSpec()),
+            ("2 replicas × B/2, mean", compare.RunSpec(2, "mean", "global")),
+            ("2 replicas × B, mean, same lr", compare.RunSpec(2, "mean", "replica")),
+            ("2 replicas × B, sum", compare.RunSpec(2, "sum", "replica")),
+            ("2 replicas × B, mean, lr×2 + warmup", compare.RunSpec(2, "mean", "replica", "linear", 1.0))]
 
 
 def _max_weight_diff(a, b):
@@ -56,7 +56,7 @@ def _exactness_probe(train, test, make_model, kw, device):
     probe = train.subset(range(5 * kw["batch_size"]))
     args = dict(kw, epochs=1, dtype="float64")
     models = [compare.run_config(cfg, probe, test, make_model, device=device, seed=0, momentum=0.9,
-                                 return_model=True, **args)[1] for cfg in (compare.Config(), compare.Config(2))]
+                                 return_model=True, **args)[1] for cfg in (compare.RunSpec(), compare.RunSpec(2))]
     return _max_weight_diff(*models)
 
 

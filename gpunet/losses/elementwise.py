@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..config import checks_enabled
+from ..checks import checks_enabled
 from ..errors import GpunetTypeError, GpunetValueError, NonFiniteError, ShapeError
 from .base import Loss
 

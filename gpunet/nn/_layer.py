@@ -13,7 +13,8 @@ import numbers
 
 import numpy as np
 
-from .. import backend, config
+from .. import backend
+from ..checks import checks_enabled
 from .. import regularizers as _reg
 from ..errors import (DeviceError, GpunetTypeError, GpunetValueError, NonFiniteError,
                       ShapeError)
@@ -85,7 +86,7 @@ class Layer(Module):
         self._check_finite(x)
 
     def _check_finite(self, x, what="input"):
-        if not config.checks_enabled():
+        if not checks_enabled():
             return
         xp = backend.xp_of(x)
         bad = ~xp.isfinite(x)

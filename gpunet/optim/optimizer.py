@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..config import checks_enabled
+from ..checks import checks_enabled
 from ..errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
 from ..nn.module import Parameter
 

@@ -87,9 +87,7 @@ class DataParallel:
         self.devices = [backend.device(d) for d in devices]
         self.reduce, self.n = reduce, len(self.devices)
         if comm is None:
-            comm, self.comm_reason = choose_communicator(self.devices)
-        else:
-            self.comm_reason = f"{comm.name}: given"
+            comm, _ = choose_communicator(self.devices)
         self.comm = comm
         # One global rank per replica: process rank × local replicas + local index.
         base = comm.rank * self.n

@@ -10,8 +10,8 @@ import json
 import math
 from pathlib import Path
 
-from . import data, models, nn, optim
-from .errors import GpunetValueError
+from .. import data, models, nn, optim
+from ..errors import GpunetValueError
 
 try:
     import tomllib
