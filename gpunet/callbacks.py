@@ -1,7 +1,9 @@
 """Training callbacks (Keras's surface): on_train_begin/end, on_epoch_begin/end, on_batch_end,
 and on_before_optimizer_step. RichProgress is the progress bar of `fit(verbose=True)`.
 
-`on_batch_end(step, logs)` fires after every optimizer step. Its `logs` hold
+`on_before_optimizer_step(step)` fires once per step when the gradients are final (after
+the data-parallel reduction) and the optimizer has not yet applied them: the place to
+read or change gradients. `on_batch_end(step, logs)` fires after every optimizer step. Its `logs` hold
 "epoch", "batch" (index in the epoch), "step" (global) and "size" every time;
 "loss", "accuracy" and "samples_per_s" (running means over the epoch so far) appear
 only at the trainer's logging points, because reading them is a device sync.
@@ -27,6 +29,7 @@ class Callback:
     def on_train_end(self, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
     def on_epoch_end(self, epoch, logs=None): ...
+    def on_before_optimizer_step(self, step, logs=None): ...
     def on_batch_end(self, step, logs=None): ...
 
 
@@ -59,6 +62,10 @@ class CallbackList(Callback):
     def on_epoch_end(self, epoch, logs=None):
         for cb in self.callbacks:
             cb.on_epoch_end(epoch, logs)
+
+    def on_before_optimizer_step(self, step, logs=None):
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(step, logs)
 
     def on_batch_end(self, step, logs=None):
         for cb in self.callbacks:
@@ -160,21 +167,6 @@ class JSONLLogger(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._write({"kind": "epoch", **(logs or {})})
-
-
-class LRScheduleCallback(Callback):
-    """Steps an `optim.Scheduler` at the end of each epoch (unit="epoch") or each step."""
-
-    def __init__(self, scheduler):
-        self.scheduler = scheduler
-
-    def on_batch_end(self, step, logs=None):
-        if getattr(self.scheduler, "unit", "epoch") == "step":
-            self.scheduler.step()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.scheduler, "unit", "epoch") == "epoch":
-            self.scheduler.step()
 
 
 class History(Callback):

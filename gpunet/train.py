@@ -1,7 +1,12 @@
 """Trainer: Keras's `fit` ergonomics over gpunet's explicit forward/backward.
 
-One step:  logits = model(x); loss = loss_fn.forward(logits, y);
-           model.backward(loss_fn.backward()); optimizer.step(); optimizer.zero_grad()
+One step (through an engine: step.LocalEngine on one device, parallel.DataParallel over replicas):
+           logits = model(x); loss = loss_fn.forward(logits, y);
+           model.backward(loss_fn.backward()); callbacks.on_before_optimizer_step;
+           optimizer.step(); optimizer.zero_grad()
+
+The learning rate has one writer, the StepScheduler (optim/schedules.py): linear
+scaling, warmup and the user's schedule in one place, set on every replica.
 
 Loss sums and correct counts accumulate **on the device**; the host reads them only
 at logging points (`log_every` steps, default ~10 per epoch) and at epoch end, so the
@@ -16,13 +21,14 @@ import time
 
 import numpy as np
 
-from . import backend, ops
-from .callbacks import CallbackList, History, LRScheduleCallback
+from . import backend
+from .callbacks import CallbackList, History, RichProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
-from .metrics import count_correct
-from .step import forward_backward
+from .optim.schedules import StepScheduler
+from .parallel.engine import DataParallel, check_reduce
+from .step import LocalEngine
 
 METRICS = ("accuracy",)
 LR_SCALINGS = ("none", "linear")
@@ -56,25 +62,22 @@ class Trainer:
             raise GpunetValueError(f"lr_scaling: expected one of {LR_SCALINGS}, got {lr_scaling!r}")
         if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
             raise GpunetValueError(f"warmup_epochs: expected a number >= 0, got {warmup_epochs!r}")
-        self.engine = None
+        check_reduce(reduce)
+        if comm is not None and devices is None:
+            raise GpunetValueError("comm: expected devices=[...] with it (a communicator joins data-parallel "
+                                   "replicas), got a communicator and devices=None")
         if devices is not None:
-            from .parallel import DataParallel
             self.engine = DataParallel(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
-            self.device = self.engine.devices[0]
         else:
-            self.device = backend.device(device)
-            model.to(self.device)
+            self.engine = LocalEngine(model, loss, optimizer, device)
+        self.device = self.engine.device
         self.model, self.loss_fn, self.optimizer = model, loss, optimizer
-        self.replicas = self.engine.world if self.engine else 1
-        self.reduce = reduce if self.engine else "mean"
-        self.unscaled_lr = float(optimizer.lr)
-        if lr_scaling == "linear":
-            optimizer.lr = self.unscaled_lr * self.replicas
-        self.base_lr, self.lr_scaling, self.warmup_epochs = float(optimizer.lr), lr_scaling, warmup_epochs
+        self.replicas, self.reduce = self.engine.world, reduce
+        self.lr_scaling, self.warmup_epochs = lr_scaling, warmup_epochs
+        self.lr = StepScheduler(self.engine.optimizers, scale=self.replicas if lr_scaling == "linear" else 1,
+                                warmup_epochs=warmup_epochs, schedule=schedule)
         self.metrics, self.seed, self.log_every = tuple(metrics), int(seed), log_every
-        self.scheduler = self._make_scheduler(schedule)
         self.history = History()
-        extra = [LRScheduleCallback(self.scheduler)] if self.scheduler is not None else []
         live = []
         if doctor:
             from .doctor import LiveDoctor
@@ -82,18 +85,30 @@ class Trainer:
                 live = [LiveDoctor(ignore=doctor_ignore)]
         # History first: checkpoints see the epoch; LiveDoctor before checkpoints: a diverged
         # run stops before its weights overwrite the last good checkpoint.
-        self.callbacks = CallbackList([self.history, *live, *callbacks, *extra])
+        self.callbacks = CallbackList([self.history, *live, *callbacks])
         self.callbacks.set_trainer(self)
         self.epoch, self.global_step, self.stop_training = 0, 0, False
         self._batch_done, self._acc = 0, None  # progress inside the current epoch
         self._resume_batch, self._resume_acc = 0, None
         self.config = None  # JSON-able run config, stored in checkpoints (evaluate rebuilds from it)
 
-    def _make_scheduler(self, schedule):
-        if schedule is None or (hasattr(schedule, "step") and hasattr(schedule, "state_dict")):
-            return schedule
-        from .optim.schedules import Scheduler
-        return Scheduler(self.optimizer, schedule, unit="epoch")
+    @property
+    def scheduler(self):
+        """The user's schedule (an optim.Scheduler that computes, never writes, the lr), or None."""
+        return self.lr.scheduler
+
+    @property
+    def base_lr(self) -> float:
+        """The lr after linear scaling, before schedule and warmup."""
+        return self.lr.base_lr
+
+    @property
+    def unscaled_lr(self) -> float:
+        return self.lr.unscaled_lr
+
+    def set_lr(self, lr) -> None:
+        """Put `lr` on every replica's optimizer now; it holds until the schedule or warmup moves on."""
+        self.lr.set_lr(lr)
 
     # ------------------------------------------------------------- data
     def loader(self, data, batch_size, shuffle=True, drop_last=False):
@@ -110,7 +125,7 @@ class Trainer:
                           seed=self.seed, dtype=self.model.dtype)
 
     def _process_rank(self):
-        comm = self.engine.comm if self.engine is not None else None
+        comm = self.engine.comm
         return (comm.rank, comm.world_size) if comm is not None else (0, 1)
 
     # ------------------------------------------------------------- fit
@@ -118,7 +133,7 @@ class Trainer:
         """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
         if not isinstance(epochs, int) or epochs < 1:
             raise GpunetValueError(f"epochs: expected a positive int, got {epochs!r}")
-        if self.engine is not None and (not isinstance(batch_size, int) or batch_size % self.replicas):
+        if self.replicas > 1 and (not isinstance(batch_size, int) or batch_size % self.replicas):
             raise GpunetValueError(f"batch_size: expected a global batch divisible by the {self.replicas} "
                                    f"replicas (equal shards), got {batch_size!r}")
         loader = self.loader(train, batch_size)
@@ -129,6 +144,7 @@ class Trainer:
             callbacks = CallbackList([RichProgress(epochs, len(loader)), *self.callbacks.callbacks])
             callbacks.set_trainer(self)
         self.stop_training = False
+        self.lr.share()  # an lr assigned to self.optimizer between fits reaches every replica
         callbacks.on_train_begin({"epochs": epochs, "steps_per_epoch": len(loader)})
         try:
             while self.epoch < epochs and not self.stop_training:
@@ -139,6 +155,7 @@ class Trainer:
                     logs.update(val_loss=v["loss"], val_accuracy=v.get("accuracy"))
                 self.epoch += 1
                 callbacks.on_epoch_end(self.epoch - 1, logs)
+                self.lr.end_epoch()
         finally:
             callbacks.on_train_end({"epoch": self.epoch, "global_step": self.global_step})
         return self.history
@@ -149,14 +166,15 @@ class Trainer:
         steps = len(loader)
         log_every = self.log_every or max(1, steps // 10)
         loss_sum, correct, seen = self._epoch_accumulators(xp)
-        self._warmup(steps)
-        lr = float(self.optimizer.lr)  # the lr at the epoch's first step (schedules step at epoch end)
+        lr = self.lr.begin_step(self.global_step, steps)  # the epoch's first step (schedules step at epoch end)
         start = self._resume_batch
         self._resume_batch, self._resume_acc = 0, None
         t0 = time.perf_counter()
+        before_step = lambda: callbacks.on_before_optimizer_step(self.global_step)  # noqa: E731
+        metrics = bool(self.metrics)
         for batch, (x, y) in enumerate(loader.iterate(self.epoch, start_batch=start), start=start):
-            self._warmup(steps)
-            loss, batch_correct = self._step(x, y)
+            self.lr.begin_step(self.global_step, steps)
+            loss, batch_correct = self.engine.train_step(x, y, metrics, before_step)
             n = x.shape[0]
             loss_sum += loss * n
             if self.metrics:
@@ -168,30 +186,12 @@ class Trainer:
             if (batch + 1) % log_every == 0 and batch + 1 < steps:
                 logs.update(self._read(loss_sum, correct, seen, t0, batch + 1 - start))
             callbacks.on_batch_end(self.global_step - 1, logs)
+            self.lr.end_step()
         record = {"epoch": self.epoch, **self._read(loss_sum, correct, seen, t0, None)}
         record.update(lr=lr, seconds=time.perf_counter() - t0)
         record["samples_per_s"] = (seen - self._start_seen) / max(record["seconds"], 1e-9)
         self._batch_done, self._acc = 0, None
         return record
-
-    def _step(self, x, y):
-        """One optimizer step on batch (x, y): returns (mean loss incl. penalties, correct count)."""
-        if self.engine is not None:
-            return self.engine.train_step(x, y)
-        loss, correct = forward_backward(self.model, self.loss_fn, x, y, bool(self.metrics))
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        return loss, correct
-
-    def _warmup(self, steps_per_epoch):
-        """Linear warmup from the unscaled lr to the (scheduled, scaled) lr over warmup_epochs."""
-        if not self.warmup_epochs:
-            return
-        total = self.warmup_epochs * steps_per_epoch
-        target = float(self.scheduler.lr) if self.scheduler is not None else self.base_lr
-        t = min(1.0, (self.global_step + 1) / total)
-        start = self.unscaled_lr * target / self.base_lr  # the scheduled lr without linear scaling
-        self.optimizer.lr = start + (target - start) * t
 
     def _epoch_accumulators(self, xp):
         self._start_seen = 0
@@ -203,7 +203,7 @@ class Trainer:
 
     def _read(self, loss_sum, correct, seen, t0, steps_done) -> dict:
         """Host copies of the running epoch means (a sync). Stops the run on NaN/Inf."""
-        ops.raise_deferred_errors(self.device)
+        self.loss_fn.raise_deferred_errors(self.device)
         loss_sum, correct, seen = self._across_processes(loss_sum, correct, seen)
         loss = float(loss_sum) / max(seen, 1)  # sync
         if not math.isfinite(loss):
@@ -230,25 +230,30 @@ class Trainer:
 
     # ------------------------------------------------------------- evaluate
     def evaluate(self, data, batch_size=1024) -> dict:
-        """Mean loss (penalties included) and accuracy over `data`, in eval mode."""
+        """Mean loss (penalties included) and accuracy over `data`, in eval mode.
+
+        Forward only: the loss's `evaluate` entry (the fused eval kernel for cross-entropy)
+        gives each batch's loss sum, count and correct count; no gradient is written.
+        """
         loader = self.loader(data, batch_size, shuffle=False)
         xp, model = self.device.xp, self.model
         was_training = model.training
         model.eval()
-        loss_sum, correct, seen = xp.zeros((), np.float64), xp.zeros((), np.int64), 0
+        loss_sum, count, correct = xp.zeros((), np.float64), xp.zeros((), np.int64), xp.zeros((), np.int64)
         try:
             for x, y in loader.iterate(0):
-                logits = model.forward(x)
-                loss_sum += self.loss_fn.forward(logits, y) * x.shape[0]
-                correct += count_correct(logits, y)
-                seen += x.shape[0]
+                s, n, c = self.loss_fn.evaluate(model.forward(x), y)
+                loss_sum += s
+                count += n
+                correct += c
         finally:
             model.train(was_training)
-        ops.raise_deferred_errors(self.device)
+        self.loss_fn.raise_deferred_errors(self.device)
         penalty = float(model.regularization_loss())  # sync
-        out = {"loss": float(loss_sum) / max(seen, 1) + penalty}  # sync
+        seen = max(int(count), 1)  # sync
+        out = {"loss": float(loss_sum) / seen + penalty}  # sync
         if self.metrics:
-            out["accuracy"] = int(correct) / max(seen, 1)  # sync
+            out["accuracy"] = int(correct) / seen  # sync
         return out
 
     # ------------------------------------------------------------- checkpoints
@@ -261,9 +266,8 @@ class Trainer:
         meta = {"epoch": self.epoch, "global_step": self.global_step, "seed": self.seed,
                 "batch_in_epoch": self._batch_done, "accumulators": acc,
                 "rng": self.device.rng_state(), "history": self.history.epochs,
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "config": self.config,
-                "replica_rng": self.engine.rng_states() if self.engine else None, **extra}
+                "scheduler": self.lr.state_dict(), "config": self.config,
+                "replica_rng": self.engine.rng_states(), **extra}
         return save_checkpoint(path, self.model, self.optimizer, **meta)
 
     def resume(self, path) -> dict:
@@ -272,14 +276,12 @@ class Trainer:
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
         self.seed = int(meta.get("seed", self.seed))  # the data order comes from the run's seed
         self.history.epochs = list(meta.get("history", []))
-        if self.scheduler is not None and meta.get("scheduler") is not None:
-            self.scheduler.load_state_dict(meta["scheduler"])
         if meta.get("rng"):
             self.device.set_rng_state(meta["rng"])
-        if self.engine is not None:
-            self.engine.broadcast_state()
-            if meta.get("replica_rng"):
-                self.engine.set_rng_states(meta["replica_rng"])
+        self.engine.broadcast_state()
+        if meta.get("replica_rng"):
+            self.engine.set_rng_states(meta["replica_rng"])
+        self.lr.load_state_dict(meta.get("scheduler"))
         self._resume_batch = int(meta.get("batch_in_epoch", 0))
         self._resume_acc = meta.get("accumulators") if self._resume_batch else None
         return meta

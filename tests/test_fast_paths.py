@@ -10,7 +10,6 @@ import pytest
 import gpunet as gn
 from gpunet import backend, nn
 from gpunet.nn._window import col2im, im2col, out_size
-from gpunet.nn.module import backward_params
 from gpunet.testing import gradcheck_module
 
 
@@ -59,7 +58,7 @@ def test_layers_in_front_of_the_first_trainable_layer_are_skipped(dev):
     model = nn.Sequential(_NoBackward(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).to(dev)
     x = dev.asarray(np.ones((3, 2, 3), dtype=np.float32))
     model.forward(x)
-    assert backward_params(model, dev.asarray(np.ones((3, 2), dtype=np.float32))) is None
+    assert model.backward(dev.asarray(np.ones((3, 2), dtype=np.float32)), need_input_grad=False) is None
     assert float(np.abs(backend.to_numpy(model[1].weight.grad)).sum()) > 0
 
 
@@ -79,10 +78,17 @@ def test_layer_without_input_grad_returns_none_and_same_grads(dev, layer, shape)
         np.testing.assert_array_equal(out[0][key], out[1][key])
 
 
-def test_backward_params_falls_back_for_modules_without_the_flag(dev):
-    relu = nn.ReLU()
-    relu.forward(dev.asarray(np.ones((2, 2))))
-    backward_params(relu, dev.asarray(np.ones((2, 2))))  # plain backward, no keyword
+def test_need_input_grad_reaches_modules_whose_backward_takes_only_dy(dev):
+    class Twice(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, dy):  # the old signature: still a Module.backward
+            return 2 * dy
+    m = Twice()
+    m.forward(dev.asarray(np.ones((2, 2))))
+    dx = m.backward(dev.asarray(np.ones((2, 2))), need_input_grad=False)  # plain backward, dx anyway
+    np.testing.assert_array_equal(backend.to_numpy(dx), np.full((2, 2), 2.0))
 
 
 # ---------------------------------------------------------------- im2col / col2im
@@ -196,8 +202,8 @@ def test_relu_then_maxpool_fused_backward_equals_the_two_backwards(dev, pool):
     y = model.forward(x)
     dy = dev.asarray(rng.standard_normal(y.shape).astype(np.float32))
     relu, mp = model[0], model[1]
-    assert mp.read_output_of(relu)
+    assert mp.fuses_backward_with(relu)
     fused = backend.to_numpy(model.backward(dy))
     plain = backend.to_numpy(relu.backward(mp.backward(dy)))
     np.testing.assert_array_equal(fused, plain)
-    assert not mp.read_output_of(nn.ReLU())  # another layer's output: no fusion
+    assert not mp.fuses_backward_with(nn.ReLU())  # another layer's output: no fusion

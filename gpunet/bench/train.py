@@ -41,7 +41,6 @@ import numpy as np
 
 from .. import backend, losses, models, optim
 from ..errors import GpunetError
-from ..nn.module import backward_params
 from . import host, torch_twin
 
 CHECK_RTOL = 1e-3
@@ -99,7 +98,7 @@ def gpunet_step(model, loss_fn, opt):
     """One gpunet training step, as the Trainer runs it (the loss stays on the device)."""
     def step(x, y):
         loss = loss_fn.forward(model.forward(x), y)
-        backward_params(model, loss_fn.backward())
+        model.backward(loss_fn.backward(), need_input_grad=False)
         opt.step()
         opt.zero_grad()
         return loss

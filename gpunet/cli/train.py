@@ -130,7 +130,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
         console.print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.global_step}")
         if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
             console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
-            opt.lr = cfg.lr
+            trainer.set_lr(cfg.lr)
     history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
     test = trainer.evaluate(test_set)
     with open(folder / "metrics.jsonl", "a") as f:
@@ -150,7 +150,7 @@ def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) 
     if cfg.resume:
         trainer.resume(last)
         if lr_given:
-            opt.lr = cfg.lr  # as rank 0 does: an explicit --lr replaces the checkpoint's
+            trainer.set_lr(cfg.lr)  # as rank 0 does: an explicit --lr replaces the checkpoint's
     trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=False)
     return 0
 

@@ -2,10 +2,9 @@
 
 It reads only the values the trainer already synced ("loss"/"accuracy" in the
 on_batch_end logs at logging points, and the epoch logs). Gradient norms come
-from one sampled step after each logging point: the optimizer's `step` is wrapped
-so that, on that step only, ‖g‖² per parameter is computed *on the device* (no
-sync); the host reads those numbers at the next logging point, together with the
-loss. Everything else is arithmetic on a few floats.
+from one sampled step after each logging point: on that step only,
+`on_before_optimizer_step` computes ‖g‖² per parameter *on the device* (no sync);
+the host reads those numbers at the next logging point, together with the loss. Everything else is arithmetic on a few floats.
 
 Watches for (codes in findings.py):
   GN201 NaN/Inf in the loss (the Trainer raises) or in a sampled gradient: stop.
@@ -86,7 +85,6 @@ class LiveDoctor(Callback):
             self._points, self._weight0 = [], self._weight_norms()  # sync: once, before the first step
         self._pending, self._sample = None, True
         self._last_good_step = t.global_step
-        self._install_sampler()
         for f in check_data_parallel(t, t.optimizer):
             self._emit(Finding(f.severity, f.code, f.message, f.evidence, f.fix, step=t.global_step))
 
@@ -125,9 +123,6 @@ class LiveDoctor(Callback):
             self._check_point(self.trainer.global_step, logs["loss"], logs.get("accuracy"))
 
     def on_train_end(self, logs=None):
-        opt = self.trainer.optimizer
-        if "step" in vars(opt):
-            del opt.step  # the class's own step again
         exc = sys.exc_info()[1]
         if isinstance(exc, NonFiniteError) and not isinstance(exc, DivergenceError):
             f = self._non_finite(self.trainer.global_step, "the loss is NaN/Inf")
@@ -136,19 +131,14 @@ class LiveDoctor(Callback):
                 exc.add_note(f"gpunet doctor: {f}")
 
     # ------------------------------------------------------------ gradient sampling
-    def _install_sampler(self):
-        """Wrap optimizer.step: on a sampled step, queue ‖g‖² per parameter on the device."""
-        opt, step = self.trainer.optimizer, self.trainer.optimizer.step
-
-        def sampled_step():
-            if self._sample:
-                xp = backend.xp_of(self._params[0].grad)
-                self._pending = xp.stack([xp.stack([xp.vdot(p.grad.ravel(), p.grad.ravel()),
-                                                    xp.vdot(p.data.ravel(), p.data.ravel())])
-                                          for p in self._params])
-                self._sample = False
-            step()
-        opt.step = sampled_step
+    def on_before_optimizer_step(self, step, logs=None):
+        """On a sampled step, queue ‖g‖² and ‖w‖² per parameter on the device (no sync)."""
+        if self._sample:
+            xp = backend.xp_of(self._params[0].grad)
+            self._pending = xp.stack([xp.stack([xp.vdot(p.grad.ravel(), p.grad.ravel()),
+                                                xp.vdot(p.data.ravel(), p.data.ravel())])
+                                      for p in self._params])
+            self._sample = False
 
     def _read_norms(self):
         """Host copy of the queued gradient norms (a sync, at a logging point only)."""

@@ -15,7 +15,8 @@ import numpy as np
 from .. import backend
 from ..checks import checks_enabled
 from ..errors import GpunetTypeError, GpunetValueError, NonFiniteError, ShapeError
-from ..ops import softmax_cross_entropy
+from ..ops import raise_deferred_errors, softmax_cross_entropy, softmax_cross_entropy_eval
+from ..ops.softmax_cross_entropy_xp import check_options
 from .base import Loss
 
 # How far a soft-target row sum may be from 1 when target checks are on.
@@ -31,7 +32,7 @@ class SoftmaxCrossEntropy(Loss):
     host is moved to the logits' device. Labels outside [0, C) raise ValueError naming
     the first bad row and its value: at once on the CPU, and on a GPU at once when
     checks are on (`gn.set_checks(True)`) or check_labels="sync", else at the next
-    `gpunet.ops.raise_deferred_errors(device)` (the trainer calls it at logging points;
+    `raise_deferred_errors(device)` (the trainer calls it at logging points;
     the bad rows' losses are NaN meanwhile).
     ignore_index (class labels only): those rows add 0 and leave the mean's count; when
     every row is ignored the mean is NaN and the gradient 0 (as in PyTorch).
@@ -42,15 +43,8 @@ class SoftmaxCrossEntropy(Loss):
     def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None, check_targets=False,
                  *, check_labels=None):
         super().__init__(reduction)
-        name = type(self).__name__
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
-                or not 0.0 <= float(label_smoothing) <= 1.0:
-            raise GpunetValueError(f"{name}: label_smoothing expected a number in [0, 1], got {label_smoothing!r}")
-        if ignore_index is not None and (isinstance(ignore_index, bool)
-                                         or not isinstance(ignore_index, (int, np.integer))):
-            raise GpunetTypeError(f"{name}: ignore_index expected an int or None, got {ignore_index!r}")
-        if check_labels not in (None, "sync", "deferred"):
-            raise GpunetValueError(f"{name}: check_labels expected None, 'sync' or 'deferred', got {check_labels!r}")
+        check_options(type(self).__name__, label_smoothing, ignore_index, reduction,
+                      "sync" if check_labels is None else check_labels)
         self.label_smoothing = float(label_smoothing)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.check_targets = bool(check_targets)
@@ -105,14 +99,30 @@ class SoftmaxCrossEntropy(Loss):
                 raise GpunetValueError(f"{name}: expected soft-target rows summing to 1, got "
                                        f"{float(sums[row])} at row {row}")
 
+    def _label_mode(self):
+        return self.check_labels or ("sync" if checks_enabled() else "deferred")
+
     def forward(self, logits, target):
         logits, target = self._prepare(logits, target)
         self._check_values(logits, target)
-        mode = self.check_labels or ("sync" if checks_enabled() else "deferred")
+        mode = self._label_mode()
         loss, self._dlogits, self.n_valid = softmax_cross_entropy(
             logits, target, label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
             reduction=self.reduction, want_grad=True, check_labels=mode)
         return loss
+
+    def evaluate(self, logits, target):
+        """(loss_sum, n_valid, n_correct) through the fused forward-only kernel: no dlogits is
+        written and the backward state of the last `forward` is left as it was. Ignored rows
+        count in none of the three."""
+        logits, target = self._prepare(logits, target)
+        self._check_values(logits, target)
+        return softmax_cross_entropy_eval(logits, target, label_smoothing=self.label_smoothing,
+                                          ignore_index=self.ignore_index, check_labels=self._label_mode())
+
+    def raise_deferred_errors(self, device) -> None:
+        """Bad labels the kernel recorded on `device` in "deferred" mode (a sync: logging points only)."""
+        raise_deferred_errors(device)
 
     def backward(self, grad=1.0):
         """d(grad · loss)/d(logits). grad: a scalar, or (N,) per-row weights for "none"."""

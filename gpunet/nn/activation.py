@@ -31,12 +31,17 @@ class ReLU(Layer):
         self._cache = (relu_ops.relu_pack_mask(y) if self.mask else y, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         kept, shape = self._saved()
         self._check_dy(dy, shape)
         if self.mask:
             return relu_ops.relu_backward_mask(dy, kept)
         return relu_ops.relu_backward(dy, kept)
+
+    def keeps_relu_output(self, y) -> bool:
+        """True when y is the output this ReLU keeps (not with mask=True: it keeps bits)."""
+        cache = self.__dict__.get("_cache")
+        return not self.mask and cache is not None and cache[0] is y
 
     def extra_repr(self):
         return "mask=True" if self.mask else ""
@@ -62,7 +67,7 @@ class LeakyReLU(Layer):
         self._cache = x
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         x = self._saved()
         self._check_dy(dy, x.shape)
         return relu_ops.leaky_relu_backward(dy, x, self.negative_slope)
@@ -88,7 +93,7 @@ class Sigmoid(Layer):
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         y = self._saved()
         self._check_dy(dy, y.shape)
         dx = 1.0 - y
@@ -110,7 +115,7 @@ class Tanh(Layer):
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         y = self._saved()
         self._check_dy(dy, y.shape)
         dx = y * y
@@ -146,7 +151,7 @@ class Softmax(Layer):
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         y = self._saved()
         self._check_dy(dy, y.shape)
         dx = dy * y

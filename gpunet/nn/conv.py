@@ -73,8 +73,6 @@ class Conv2d(RegularizedLayer):
         self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
         return self._keep_output(y)
 
-    skips_input_grad = True
-
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False (the first layer: no dcols GEMM, no col2im)."""
         x, cols, x_shape, y_shape = self._saved()

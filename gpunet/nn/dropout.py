@@ -52,7 +52,7 @@ class Dropout(Layer):
     def _eval_factor(self):
         return 1.0 if (self.scale or self.p == 0.0) else 1.0 - self.p
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         keep, shape = self._saved()
         self._check_dy(dy, shape)
         if keep is None:

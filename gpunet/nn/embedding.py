@@ -60,7 +60,7 @@ class Embedding(RegularizedLayer):
         self._cache = idx
         return self._keep_output(y)
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         idx = self._saved()
         D = self.embedding_dim
         self._check_dy(dy, (*idx.shape, D))

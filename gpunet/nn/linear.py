@@ -48,8 +48,6 @@ class Linear(RegularizedLayer):
         self._cache = (x2, x.shape)
         return self._keep_output(y)
 
-    skips_input_grad = True
-
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False (the first layer: its dx GEMM is skipped)."""
         x2, x_shape = self._saved()
@@ -94,7 +92,7 @@ class Flatten(Layer):
         self._cache = (x.shape, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         x_shape, y_shape = self._saved()
         return self._check_dy(dy, y_shape).reshape(x_shape)
 

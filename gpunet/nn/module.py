@@ -1,14 +1,23 @@
 """Module, Parameter and Sequential: the explicit forward/backward contract.
 
 There is no autograd tape. Every module pairs `forward(x) -> y`, which keeps only
-what its backward needs, with `backward(dy) -> dx`, which *adds* into each
-`Parameter.grad` and never touches `.data` (cuda-convnet, Caffe, llm.c).
+what its backward needs, with `backward(dy, need_input_grad=True) -> dx`, which *adds*
+into each `Parameter.grad` and never touches `.data` (cuda-convnet, Caffe, llm.c).
+With need_input_grad=False a module may skip dx and return None (a training step never
+uses the input batch's gradient: Linear and Conv2d then skip their dx GEMM / col2im).
+
+Fused backward: a container asks each layer `fuses_backward_with(prev)`; when it says
+yes, `backward_fused(prev, dy)` returns prev's dx for both layers in one call
+(MaxPool2d after a ReLU applies the ReLU's select at the pooled size). Layers describe
+what they keep through `keeps_relu_output(y)`; no container checks layer types.
 
 Names follow PyTorch, so state dicts map one to one: a Sequential's keys read
 "0.weight", "0.bias", "2.running_mean", ...
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -53,6 +62,16 @@ class Module:
     `register_buffer`) and child Modules as attributes; registration order is
     the state-dict order.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass whose backward takes only dy still fits the protocol: it always returns dx."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("backward")
+        if own is not None and "need_input_grad" not in inspect.signature(own).parameters:
+            @functools.wraps(own)
+            def backward(self, dy, need_input_grad=True):
+                return own(self, dy)
+            cls.backward = backward
 
     def __init__(self):
         object.__setattr__(self, "_params", OrderedDict())
@@ -133,8 +152,20 @@ class Module:
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def fuses_backward_with(self, prev) -> bool:
+        """True when `backward_fused(prev, dy)` can run this layer's and `prev`'s backward at once."""
+        return False
+
+    def backward_fused(self, prev, dy):
+        """prev.backward(self.backward(dy)) in one call (only when fuses_backward_with(prev))."""
+        return prev.backward(self.backward(dy))
+
+    def keeps_relu_output(self, y) -> bool:
+        """True when `y` is this module's output max(x, 0), kept for a backward dx = dy · (y > 0)."""
+        return False
 
     def __call__(self, x):
         return self.forward(x)
@@ -276,8 +307,6 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
-    skips_input_grad = True
-
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False: then the layers in front of the first
         layer with parameters are skipped and that layer is asked for its grads only."""
@@ -287,43 +316,20 @@ class Sequential(Module):
         first = next((i for i, m in enumerate(layers) if m.parameters()), len(layers))
         dy = _backward_chain(layers[first + 1:], dy)
         if first < len(layers):
-            backward_params(layers[first], dy)
+            layers[first].backward(dy, need_input_grad=False)
         return None
 
 
 def _backward_chain(layers, dy):
-    """Backward through `layers` in reverse. A ReLU followed by the MaxPool2d that read its
-    output goes through one fused call (MaxPool2d.backward_through_relu), which applies the
-    ReLU's select at the pooled size instead of over the whole activation."""
+    """Backward through `layers` in reverse; a layer that fuses with the one before it
+    (fuses_backward_with) runs both backwards in one call."""
     i = len(layers) - 1
     while i >= 0:
         layer = layers[i]
-        if i > 0 and _relu_then_pool(layers[i - 1], layer):
-            dy = layer.backward_through_relu(dy)
+        if i > 0 and layer.fuses_backward_with(layers[i - 1]):
+            dy = layer.backward_fused(layers[i - 1], dy)
             i -= 2
         else:
             dy = layer.backward(dy)
             i -= 1
     return dy
-
-
-def backward_params(model, dy) -> None:
-    """model.backward(dy) for the parameter gradients only: dx is not wanted.
-
-    A training step never uses the gradient of the input batch; modules that can skip
-    it (`skips_input_grad = True`: Sequential, Linear, Conv2d) are told so, which saves
-    the first layer's dx GEMM (a quarter of an MLP's backward FLOPs) and, for a conv,
-    its col2im. Other modules run their plain backward.
-    """
-    if getattr(model, "skips_input_grad", False):
-        model.backward(dy, need_input_grad=False)
-    else:
-        model.backward(dy)
-
-
-def _relu_then_pool(prev, layer) -> bool:
-    """prev is a plain ReLU (it keeps y, not a bit mask) and layer a MaxPool2d that read its y."""
-    from .activation import ReLU       # here: activation.py imports this module
-    from .pool import MaxPool2d
-    return (type(prev) is ReLU and not prev.mask and type(layer) is MaxPool2d
-            and layer.read_output_of(prev))

@@ -91,7 +91,7 @@ class _BatchNorm(Layer):
         self.running_var *= 1.0 - m
         self.running_var += (m * n / (n - 1)) * var
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         xc, rstd, trained = self._saved()
         self._check_dy(dy, xc.shape)
         xp = backend.xp_of(dy)

@@ -90,13 +90,13 @@ class MaxPool2d(_Pool2d):
         return (self.stride == self.kernel_size and self.padding == (0, 0)
                 and H % kh == 0 and W % kw == 0)
 
-    def read_output_of(self, layer) -> bool:
-        """True when this pool's last input is `layer`'s kept output (a ReLU right before it)."""
-        cache, kept = self.__dict__.get("_cache"), getattr(layer, "_cache", None)
-        return cache is not None and kept is not None and cache[3] is kept[0]
+    def fuses_backward_with(self, prev) -> bool:
+        """True when this pool's last input is the ReLU output that `prev` keeps."""
+        cache = self.__dict__.get("_cache")
+        return cache is not None and prev.keeps_relu_output(cache[3])
 
-    def backward_through_relu(self, dy):
-        """relu.backward(self.backward(dy)) for the ReLU whose output y_relu this pool read.
+    def backward_fused(self, prev, dy):
+        """prev.backward(self.backward(dy)) for the ReLU `prev` whose output y_relu this pool read.
 
         Every element a window routes to holds that window's max, so the ReLU's select
         (y_relu > 0) equals (window max > 0): applied to dy at the pooled size (a quarter of
@@ -107,7 +107,7 @@ class MaxPool2d(_Pool2d):
         self._check_dy(dy, y.shape)
         return self.backward(relu_ops.relu_backward(dy, y))
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         xpad, y, x_shape, _ = self._saved()
         self._check_dy(dy, y.shape)
         xp = backend.xp_of(dy)
@@ -153,7 +153,7 @@ class AvgPool2d(_Pool2d):
         self._cache = (x.shape, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_input_grad=True):
         x_shape, y_shape = self._saved()
         self._check_dy(dy, y_shape)
         xp = backend.xp_of(dy)

@@ -6,6 +6,7 @@
     softmax_cross_entropy(logits, target, ...)            kernels/softmax_cross_entropy.cu
     softmax_cross_entropy_eval(logits, target, ...)
     raise_deferred_errors(device), kernels_available(device)
+    REDUCTIONS                                            the reductions every loss offers
 
 On CuPy arrays (and a device whose kernels are available) an op launches its kernel;
 otherwise it runs its `*_xp` twin, written once with `xp`, which is also the kernel's
@@ -15,3 +16,4 @@ from ._kernels import kernels_available  # noqa: F401
 from .relu import leaky_relu_backward, relu_backward, relu_backward_mask, relu_pack_mask  # noqa: F401
 from .softmax_cross_entropy import (raise_deferred_errors, softmax_cross_entropy,  # noqa: F401
                                     softmax_cross_entropy_eval)
+from .softmax_cross_entropy_xp import REDUCTIONS  # noqa: F401

@@ -28,6 +28,7 @@ from ._kernels import check_contiguous, check_float, check_like
 
 INT_LABELS = (np.dtype(np.int32), np.dtype(np.int64))
 CHECK_MODES = ("sync", "deferred")
+REDUCTIONS = ("mean", "sum", "none")  # every loss's; gpunet.losses re-exports it
 
 
 def _check_target(name, logits, target):
@@ -56,18 +57,8 @@ def _check_target(name, logits, target):
                      f"for logits of shape ({N}, {C}), got {tuple(target.shape)}")
 
 
-def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction="mean",
-                 check_labels="sync", out=None):
-    """Validate every argument; return a namespace (N, C, soft, eps, ignore_index)."""
-    from ..losses.base import REDUCTIONS  # here, not at import: gpunet.losses imports the ops
-    check_float(name, "logits", logits)
-    if logits.ndim != 2:
-        raise ShapeError(f"{name}: expected logits of shape (N, C), got {tuple(logits.shape)}")
-    N, C = logits.shape
-    if C < 1 or N >= 2**31 or C >= 2**31:
-        raise ShapeError(f"{name}: expected logits (N, C) with 1 <= C < 2^31 and N < 2^31, got {(N, C)}")
-    check_contiguous(name, "logits", logits)
-    soft = _check_target(name, logits, target)
+def check_options(name, label_smoothing, ignore_index, reduction="mean", check_labels="sync"):
+    """Validate the scalar options (the loss's constructor calls this too: one place checks them)."""
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
             or not 0.0 <= float(label_smoothing) <= 1.0:
         raise GpunetValueError(f"{name}: expected label_smoothing in [0, 1], got {label_smoothing!r}")
@@ -78,6 +69,20 @@ def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction=
         raise GpunetValueError(f"{name}: expected reduction in {REDUCTIONS}, got {reduction!r}")
     if check_labels not in CHECK_MODES:
         raise GpunetValueError(f"{name}: expected check_labels in {CHECK_MODES}, got {check_labels!r}")
+
+
+def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction="mean",
+                 check_labels="sync", out=None):
+    """Validate every argument; return a namespace (N, C, soft, eps, ignore_index)."""
+    check_float(name, "logits", logits)
+    if logits.ndim != 2:
+        raise ShapeError(f"{name}: expected logits of shape (N, C), got {tuple(logits.shape)}")
+    N, C = logits.shape
+    if C < 1 or N >= 2**31 or C >= 2**31:
+        raise ShapeError(f"{name}: expected logits (N, C) with 1 <= C < 2^31 and N < 2^31, got {(N, C)}")
+    check_contiguous(name, "logits", logits)
+    soft = _check_target(name, logits, target)
+    check_options(name, label_smoothing, ignore_index, reduction, check_labels)
     if out is not None:
         check_like(name, "out", out, logits, "logits")
         check_contiguous(name, "out", out)

@@ -237,13 +237,16 @@ def from_config(cfg: dict) -> Schedule:
 class Scheduler:
     """Sets `optimizer.lr = schedule.lr_at(t, base_lr)`; `step()` advances t by one.
 
-    base_lr is the optimizer's lr at construction. `unit` ("epoch" or "step") tells the
+    base_lr is the optimizer's lr at construction (or `base_lr=` with optimizer=None: a
+    schedule that only computes `lr`, as the Trainer's StepScheduler uses it). `unit` ("epoch" or "step") tells the
     trainer when to call `step()`: after each epoch or after each optimizer step.
     The lr for t = 0 is applied at construction, as PyTorch's schedulers do.
     """
 
-    def __init__(self, optimizer, schedule, unit: str = "epoch"):
-        if not hasattr(optimizer, "lr"):
+    def __init__(self, optimizer, schedule, unit: str = "epoch", *, base_lr=None):
+        if optimizer is None and base_lr is None:
+            raise GpunetValueError("Scheduler: base_lr expected a number when optimizer is None, got None")
+        if optimizer is not None and not hasattr(optimizer, "lr"):
             raise GpunetTypeError(f"Scheduler: optimizer expected an object with an lr, got {type(optimizer).__name__}")
         if isinstance(schedule, str):
             schedule = get(schedule)
@@ -252,13 +255,19 @@ class Scheduler:
         if unit not in UNITS:
             raise GpunetValueError(f"Scheduler: unit expected one of {UNITS}, got {unit!r}")
         self.optimizer, self.schedule, self.unit = optimizer, schedule, unit
-        self.base_lr = float(optimizer.lr)
+        self.base_lr = float(optimizer.lr if base_lr is None else check_number("Scheduler", "base_lr", base_lr, lo=0.0))
         self.t = 0
         self._apply()
 
     def _apply(self) -> None:
         self.lr = self.schedule.lr_at(self.t, self.base_lr)
-        self.optimizer.lr = self.lr
+        if self.optimizer is not None:
+            self.optimizer.lr = self.lr
+
+    def detach(self) -> "Scheduler":
+        """Stop writing the optimizer's lr: a `StepScheduler` (the Trainer's) reads `lr` instead."""
+        self.optimizer = None
+        return self
 
     def step(self) -> float:
         """Advance one epoch/step and set the optimizer's lr; returns the new lr."""
@@ -292,3 +301,101 @@ class Scheduler:
 
     def __repr__(self):
         return f"Scheduler({self.schedule!r}, unit={self.unit!r}, t={self.t}, lr={self.lr:g})"
+
+
+# ---------------------------------------------------------------- the lr of a training run
+
+class StepScheduler:
+    """The learning rate of every optimizer step of a fit, and the only writer of it.
+
+    Built from the three things that shape it (Goyal et al. 2017 for the first two):
+
+        base   = scale · lr0                     lr0: the optimizer's lr at construction;
+                                                 scale: the number of replicas under linear scaling, else 1
+        target = scheduler.lr, or base           the user's Scheduler, stepped per epoch or per step
+        lr     = start + (target − start) · min(1, (step + 1) / (warmup_epochs · steps_per_epoch)),
+                 start = target / scale          (warmup_epochs > 0; else lr = target)
+
+    `begin_step(step, steps_per_epoch)` sets the lr of the coming step on *every* optimizer
+    in `optimizers` (one per data-parallel replica) whenever the computed value changes, so
+    an lr assigned from outside (`set_lr`, or `optimizer.lr = ...` between fits) holds until
+    the schedule moves on. `end_step()`/`end_epoch()` advance the user's schedule.
+    """
+
+    def __init__(self, optimizers, scale=1.0, warmup_epochs=0.0, schedule=None):
+        self.optimizers = list(optimizers)
+        self.scale = check_number("StepScheduler", "scale", scale, lo=0.0, lo_open=True)
+        self.warmup_epochs = check_number("StepScheduler", "warmup_epochs", warmup_epochs, lo=0.0)
+        self.unscaled_lr = float(self.optimizers[0].lr)
+        self.base_lr = self.unscaled_lr * self.scale
+        self.scheduler = self._adopt(schedule)
+        self._steps_per_epoch, self._step = None, 0
+        self._computed = None
+        self._write(self.target())
+
+    def _adopt(self, schedule):
+        """A Scheduler that computes the user's schedule and leaves writing the lr to this object."""
+        if schedule is None:
+            return None
+        if isinstance(schedule, Scheduler):
+            return schedule.detach()
+        if hasattr(schedule, "step") and hasattr(schedule, "state_dict"):
+            raise GpunetTypeError(f"schedule: expected a gn.optim.Scheduler or a Schedule, got "
+                                  f"{type(schedule).__name__}")
+        return Scheduler(None, schedule, unit="epoch", base_lr=self.base_lr)
+
+    def target(self) -> float:
+        """The scheduled lr (linear scaling included) before warmup."""
+        return float(self.scheduler.lr) if self.scheduler is not None else self.base_lr
+
+    def lr_at_step(self, step: int, steps_per_epoch: int) -> float:
+        target = self.target()
+        if not self.warmup_epochs:
+            return target
+        start = self.unscaled_lr * target / self.base_lr if self.base_lr else target
+        t = min(1.0, (step + 1) / (self.warmup_epochs * steps_per_epoch))
+        return start + (target - start) * t
+
+    def _write(self, lr) -> None:
+        self._computed = lr
+        for opt in self.optimizers:
+            opt.lr = lr
+
+    def begin_step(self, step: int, steps_per_epoch: int) -> float:
+        """Set the lr of step `step` on every optimizer (when it changed); returns the lr in effect."""
+        lr = self.lr_at_step(step, steps_per_epoch)
+        if lr != self._computed:
+            self._write(lr)
+        return float(self.optimizers[0].lr)
+
+    def end_step(self) -> None:
+        if self.scheduler is not None and self.scheduler.unit == "step":
+            self.scheduler.step()
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None and self.scheduler.unit == "epoch":
+            self.scheduler.step()
+
+    def set_lr(self, lr) -> None:
+        """Put `lr` on every optimizer now (e.g. a lower lr for a resumed run); it holds until
+        the schedule or the warmup moves the lr on."""
+        lr = check_number("StepScheduler", "lr", lr, lo=0.0)
+        for opt in self.optimizers:
+            opt.lr = lr
+
+    def share(self) -> None:
+        """Give every optimizer the first one's lr (an assignment made to it from outside)."""
+        self.set_lr(self.optimizers[0].lr)
+
+    def state_dict(self):
+        return self.scheduler.state_dict() if self.scheduler is not None else None
+
+    def load_state_dict(self, state) -> None:
+        """Restore the user's schedule (its lr goes on every optimizer, as Scheduler's own load
+        does); without one, the optimizer's restored lr stays until the warmup moves it."""
+        if self.scheduler is not None and state is not None:
+            self.scheduler.load_state_dict(state)
+            self._write(self.target())
+        else:
+            self._computed = self.target()
+            self.share()

@@ -27,11 +27,17 @@ import hashlib
 import numpy as np
 
 from .. import backend
-from ..step import forward_backward
 from ..errors import GpunetValueError
+from ..step import forward_backward
 from .comm import LocalCommunicator, NcclCommunicator
 
 REDUCES = ("mean", "sum")
+
+
+def check_reduce(reduce) -> str:
+    if reduce not in REDUCES:
+        raise GpunetValueError(f"reduce: expected one of {REDUCES}, got {reduce!r}")
+    return reduce
 
 
 def flatten_grads(params):
@@ -80,8 +86,7 @@ class DataParallel:
     """Replicas of (model, loss, optimizer) over `devices`; replica 0 is the caller's own objects."""
 
     def __init__(self, model, loss_fn, optimizer, devices, reduce="mean", comm=None, seed=0):
-        if reduce not in REDUCES:
-            raise GpunetValueError(f"reduce: expected one of {REDUCES}, got {reduce!r}")
+        check_reduce(reduce)
         if not devices:
             raise GpunetValueError(f"devices: expected a non-empty list of device specs, got {devices!r}")
         self.devices = [backend.device(d) for d in devices]
@@ -102,8 +107,19 @@ class DataParallel:
         q, r = divmod(batch, self.n)
         return [q + (1 if i < r else 0) for i in range(self.n)]
 
-    def train_step(self, x, y):
-        """Forward/backward on each shard, reduce, update. Returns (mean loss, correct) on replica 0."""
+    @property
+    def device(self):
+        """Replica 0's device: the home of the step's loss and metrics."""
+        return self.devices[0]
+
+    @property
+    def optimizers(self):
+        """Every replica's optimizer (the Trainer's StepScheduler sets the lr on all of them)."""
+        return [r.optimizer for r in self.replicas]
+
+    def train_step(self, x, y, metrics=True, before_step=None):
+        """Forward/backward on each shard, reduce, `before_step()`, update.
+        Returns (mean loss, correct) on replica 0 (correct is None without metrics)."""
         sizes = self.shard_sizes(x.shape[0])
         if min(sizes) == 0:
             raise GpunetValueError(f"data parallel: batch of {x.shape[0]} expected at least one sample "
@@ -114,18 +130,19 @@ class DataParallel:
         for r, n in zip(self.replicas, sizes):
             with r.device:
                 xs, ys = r.device.asarray(x[start:start + n]), r.device.asarray(y[start:start + n])
-                loss, c = forward_backward(r.model, r.loss_fn, xs, ys)
+                loss, c = forward_backward(r.model, r.loss_fn, xs, ys, metrics)
             loss_sum += home.asarray(loss) * n
-            correct += home.asarray(c)
+            if metrics:
+                correct += home.asarray(c)
             start += n
         self._reduce(sizes)
-        lr = self.replicas[0].optimizer.lr
+        if before_step is not None:
+            before_step()
         for r in self.replicas:
             with r.device:
-                r.optimizer.lr = lr
                 r.optimizer.step()
                 r.optimizer.zero_grad()
-        return loss_sum / x.shape[0], correct
+        return loss_sum / x.shape[0], (correct if metrics else None)
 
     def _reduce(self, sizes):
         if self.world == 1:  # one replica: its gradient already is the global one
