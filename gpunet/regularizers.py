@@ -13,18 +13,9 @@ sync); `model.regularization_loss()` sums them for the trainer to add to the los
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 from . import backend
-from .errors import GpunetTypeError, GpunetValueError
-
-
-def _strength(owner, arg, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < 0:
-        raise GpunetValueError(f"{owner}: {arg} expected a finite number >= 0, got {value!r}")
-    return float(value)
+from .argcheck import non_negative
+from .errors import GpunetTypeError
 
 
 def _sum_abs(w):
@@ -66,7 +57,7 @@ class L1(Regularizer):
     """l · Σ|w|: pushes weights to exactly zero (sparsity)."""
 
     def __init__(self, l=0.01):
-        self.l = _strength("L1", "l", l)
+        self.l = non_negative("L1", "l", l)
 
     def penalty(self, w):
         return _as_0d(_sum_abs(w) * self.l, w)
@@ -84,7 +75,7 @@ class L2(Regularizer):
     """l · Σw²: weight decay with coefficient 2·l."""
 
     def __init__(self, l=0.01):
-        self.l = _strength("L2", "l", l)
+        self.l = non_negative("L2", "l", l)
 
     def penalty(self, w):
         return _as_0d(_sum_squares(w) * self.l, w)
@@ -100,8 +91,8 @@ class L1L2(Regularizer):
     """l1 · Σ|w| + l2 · Σw²."""
 
     def __init__(self, l1=0.0, l2=0.0):
-        self.l1 = _strength("L1L2", "l1", l1)
-        self.l2 = _strength("L1L2", "l2", l2)
+        self.l1 = non_negative("L1L2", "l1", l1)
+        self.l2 = non_negative("L1L2", "l2", l2)
 
     def penalty(self, w):
         return _as_0d(_sum_abs(w) * self.l1 + _sum_squares(w) * self.l2, w)

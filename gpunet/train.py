@@ -22,12 +22,13 @@ import time
 import numpy as np
 
 from . import backend
+from .argcheck import non_negative, one_of
 from .callbacks import CallbackList, History, RichProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
 from .optim.schedules import StepScheduler
-from .parallel.engine import DataParallel, check_reduce
+from .parallel.engine import REDUCES, DataParallel
 from .step import LocalEngine
 
 METRICS = ("accuracy",)
@@ -53,19 +54,16 @@ class Trainer:
     def __init__(self, model, loss, optimizer, device="auto", metrics=("accuracy",), callbacks=(),
                  schedule=None, seed=0, log_every=None, devices=None, reduce="mean", lr_scaling="none",
                  warmup_epochs=0, comm=None, doctor=True, doctor_ignore=()):
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise GpunetValueError(f"metrics: expected a subset of {METRICS}, got {list(metrics)}")
-        if log_every is not None and (not isinstance(log_every, int) or log_every < 1):
-            raise GpunetValueError(f"log_every: expected a positive int or None, got {log_every!r}")
-        if lr_scaling not in LR_SCALINGS:
-            raise GpunetValueError(f"lr_scaling: expected one of {LR_SCALINGS}, got {lr_scaling!r}")
-        if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
-            raise GpunetValueError(f"warmup_epochs: expected a number >= 0, got {warmup_epochs!r}")
-        check_reduce(reduce)
+        for m in metrics:
+            one_of("Trainer", "metrics", m, METRICS)
+        if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
+            raise GpunetValueError(f"Trainer: log_every expected a positive int or None, got {log_every!r}")
+        one_of("Trainer", "lr_scaling", lr_scaling, LR_SCALINGS)
+        non_negative("Trainer", "warmup_epochs", warmup_epochs)
+        one_of("Trainer", "reduce", reduce, REDUCES)
         if comm is not None and devices is None:
-            raise GpunetValueError("comm: expected devices=[...] with it (a communicator joins data-parallel "
-                                   "replicas), got a communicator and devices=None")
+            raise GpunetValueError("Trainer: comm expected devices=[...] with it (a communicator joins "
+                                   "data-parallel replicas), got a communicator and devices=None")
         if devices is not None:
             self.engine = DataParallel(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
         else:
@@ -116,7 +114,7 @@ class Trainer:
         if isinstance(data, DataLoader):
             return data
         if not isinstance(data, Dataset):
-            raise GpunetTypeError(f"data: expected a gn.data.Dataset or DataLoader, got {type(data).__name__}")
+            raise GpunetTypeError(f"Trainer: data expected a gn.data.Dataset or DataLoader, got {type(data).__name__}")
         rank, world = self._process_rank()
         if shuffle and world > 1:  # one process per rank: each loads its own disjoint shard
             return DataLoader(data, batch_size // world, shuffle=True, drop_last=drop_last, device=self.device,
@@ -131,10 +129,10 @@ class Trainer:
     # ------------------------------------------------------------- fit
     def fit(self, train, epochs, batch_size=128, val=None, verbose=False) -> History:
         """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
-        if not isinstance(epochs, int) or epochs < 1:
-            raise GpunetValueError(f"epochs: expected a positive int, got {epochs!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise GpunetValueError(f"Trainer.fit: epochs expected a positive int, got {epochs!r}")
         if self.replicas > 1 and (not isinstance(batch_size, int) or batch_size % self.replicas):
-            raise GpunetValueError(f"batch_size: expected a global batch divisible by the {self.replicas} "
+            raise GpunetValueError(f"Trainer.fit: batch_size expected a global batch divisible by the {self.replicas} "
                                    f"replicas (equal shards), got {batch_size!r}")
         loader = self.loader(train, batch_size)
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None

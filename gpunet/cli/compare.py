@@ -17,10 +17,10 @@ from rich.table import Table
 import gpunet as gn
 
 from .. import compare
-from . import recipe
 from ..fileio import atomic_write_bytes
 from ..plot import pyplot
 from ..errors import GpunetError, GpunetValueError
+from . import recipe
 from .flags import add_field_flag
 
 

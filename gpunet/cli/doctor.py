@@ -25,13 +25,16 @@ from rich.markup import escape
 import gpunet as gn
 
 from .. import data, doctor, losses, nn
-from . import recipe
+from ..argcheck import one_of
 from ..errors import GpunetError, GpunetValueError, NonFiniteError
+from ..parallel.engine import REDUCES
+from . import recipe
 from .flags import add_field_flag
 
 TRAIN_FIELDS = ("dataset", "model", "hidden", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
                 "init", "dropout", "dtype", "device", "seed", "val_fraction", "data_root")
 LOSSES = ("cross_entropy", "bce", "mse")
+VELOCITY_INITS = ("zeros", "ones")
 LAST_ACTIVATIONS = {"": None, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softmax": nn.Softmax, "tanh": nn.Tanh}
 
 
@@ -49,14 +52,15 @@ class DoctorConfig:
     json: str = ""                   # also write the findings as JSON to this file
 
     def validate(self) -> "DoctorConfig":
-        checks = [("probe_steps", self.probe_steps >= 0), ("log_every", self.log_every >= 1),
-                  ("loss", self.loss in LOSSES), ("last_activation", self.last_activation in LAST_ACTIVATIONS),
-                  ("velocity_init", self.velocity_init in ("zeros", "ones")),
-                  ("input_scale", self.input_scale > 0), ("replicas", self.replicas >= 1),
-                  ("reduce", self.reduce in ("mean", "sum"))]
-        for name, ok in checks:
+        checks = [("probe_steps", self.probe_steps >= 0, ">= 0"), ("log_every", self.log_every >= 1, ">= 1"),
+                  ("input_scale", self.input_scale > 0, "> 0"), ("replicas", self.replicas >= 1, ">= 1")]
+        for name, ok, want in checks:
             if not ok:
-                raise GpunetValueError(f"--{name.replace('_', '-')}: got out-of-range value {getattr(self, name)!r}")
+                raise GpunetValueError(f"gpunet doctor: --{name.replace('_', '-')} expected a value {want}, "
+                                       f"got {getattr(self, name)!r}")
+        for name, choices in (("loss", LOSSES), ("last_activation", tuple(LAST_ACTIVATIONS)),
+                              ("velocity_init", VELOCITY_INITS), ("reduce", REDUCES)):
+            one_of("gpunet doctor", "--" + name.replace("_", "-"), getattr(self, name), choices)
         for c in self.ignore:
             doctor.code(c)
         return self

@@ -11,9 +11,9 @@ from rich.markup import escape
 import gpunet as gn
 
 from .. import data, losses
-from . import recipe
 from ..checkpoint import read_checkpoint
 from ..errors import GpunetError
+from . import recipe
 
 
 @dataclasses.dataclass

@@ -11,7 +11,10 @@ import math
 from pathlib import Path
 
 from .. import data, models, nn, optim
+from ..argcheck import non_negative, one_of
 from ..errors import GpunetValueError
+from ..parallel.engine import REDUCES
+from ..train import LR_SCALINGS
 
 try:
     import tomllib
@@ -56,14 +59,11 @@ class TrainConfig:
                   ("checkpoint_every", self.checkpoint_every >= 0, ">= 0")]
         for name, ok, want in checks:
             if not ok:
-                raise GpunetValueError(f"{name}: expected a value {want}, got {getattr(self, name)!r}")
+                raise GpunetValueError(f"TrainConfig: {name} expected a value {want}, got {getattr(self, name)!r}")
         self.hidden_sizes()
-        for name, value, valid in (("reduce", self.reduce, ("mean", "sum")),
-                                   ("lr_scaling", self.lr_scaling, ("none", "linear"))):
-            if value not in valid:
-                raise GpunetValueError(f"{name}: expected one of {valid}, got {value!r}")
-        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
-            raise GpunetValueError(f"warmup_epochs: expected a finite value >= 0, got {self.warmup_epochs!r}")
+        one_of("TrainConfig", "reduce", self.reduce, REDUCES)
+        one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
+        non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
         models.get(self.model)
         return self
 
@@ -71,7 +71,7 @@ class TrainConfig:
         """The mlp hidden widths parsed from `hidden` ("256,128" -> [256, 128]; "" -> none)."""
         parts = [p.strip() for p in self.hidden.split(",") if p.strip()]
         if not all(p.isdigit() and int(p) >= 1 for p in parts):
-            raise GpunetValueError(f"hidden: expected comma-separated positive ints such as '256,128', "
+            raise GpunetValueError(f"TrainConfig: hidden expected comma-separated positive ints such as '256,128', "
                                    f"got {self.hidden!r}")
         return [int(p) for p in parts]
 

@@ -17,13 +17,13 @@ from rich.table import Table
 import gpunet as gn
 
 from .. import losses
-from . import recipe
 from ..callbacks import JSONLLogger, ModelCheckpoint
 from ..fileio import atomic_write_bytes
 from .flags import add_field_flag
 from ..errors import GpunetError
 from ..parallel.comm import env_rank, make_process_communicator
 from ..plot import write_curves
+from . import recipe
 
 
 def add_arguments(parser) -> None:

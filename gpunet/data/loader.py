@@ -31,17 +31,14 @@ import math
 
 import numpy as np
 
+from ..argcheck import integer
 from ..backend import device as _device, resolve_dtype
 from ..errors import DataError, GpunetValueError
 from .transforms import BatchRandom, Transform, batch_key
 
 
 def _int_arg(value, arg, low=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise GpunetValueError(f"DataLoader: {arg} expected an int, got {type(value).__name__} {value!r}")
-    if low is not None and value < low:
-        raise GpunetValueError(f"DataLoader: {arg} expected an int >= {low}, got {value!r}")
-    return int(value)
+    return integer("DataLoader", arg, value, low)
 
 
 class DataLoader:

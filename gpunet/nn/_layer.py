@@ -4,57 +4,20 @@ Layer errors follow one pattern, so a user can read where it failed and why:
     ShapeError:      "Linear(784→256) expected input (N, 784), got (32, 28, 28)"
     GpunetTypeError: "Linear(784→256) expected a float32 input (the weights' dtype), got float64 ..."
     NonFiniteError:  only with gn.set_checks(True): the first NaN/Inf and its index.
-Constructor errors name the argument and the value received (GpunetValueError).
+Constructor errors name the argument and the value received (GpunetValueError), through
+the validators of gpunet.argcheck.
 """
 from __future__ import annotations
-
-import math
-import numbers
 
 import numpy as np
 
 from .. import backend
-from ..checks import checks_enabled
 from .. import regularizers as _reg
+from ..argcheck import boolean, int_pair, positive_int, real  # noqa: F401  (re-exported: layers import them from here)
+from ..checks import checks_enabled
 from ..errors import (DeviceError, GpunetTypeError, GpunetValueError, NonFiniteError,
                       ShapeError)
 from .module import Module
-
-
-# ---------------------------------------------------------------- hyperparameters
-
-def positive_int(owner, arg, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise GpunetValueError(f"{owner}: {arg} expected an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def int_pair(owner, arg, value, minimum=1):
-    """An int or a pair of ints (kernel_size, stride, padding) as a tuple (h, w)."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2:
-        raise GpunetValueError(f"{owner}: {arg} expected an int or a pair of ints, got {value!r}")
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-            raise GpunetValueError(f"{owner}: {arg} expected ints >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def real(owner, arg, value, low=-math.inf, high=math.inf, low_open=False, high_open=False):
-    """A finite real in [low, high] (an end excluded when *_open)."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        lo, hi = ("(" if low_open else "[") + f"{low}", f"{high}" + (")" if high_open else "]")
-        raise GpunetValueError(f"{owner}: {arg} expected a finite number in {lo}, {hi}, got {value!r}")
-    return float(value)
-
-
-def boolean(owner, arg, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise GpunetTypeError(f"{owner}: {arg} expected True or False, got {value!r}")
-    return bool(value)
 
 
 # ---------------------------------------------------------------- the layer base

@@ -30,11 +30,11 @@ and kaiming_normal_ (Keras truncates them and rescales the std instead).
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import backend
+from ..argcheck import finite
 from ..errors import GpunetTypeError, GpunetValueError
 
 
@@ -55,14 +55,6 @@ def _fan_checked(name, shape, which):
     if fan <= 0:
         raise GpunetValueError(f"{name}: shape {tuple(shape)} has a zero fan; the scale would be infinite")
     return fan
-
-
-def _real(owner, arg, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise GpunetValueError(f"{owner}: {arg} expected a finite real number, got {value!r}")
-    if positive and value <= 0:
-        raise GpunetValueError(f"{owner}: {arg} expected a number > 0, got {value!r}")
-    return float(value)
 
 
 # ---------------------------------------------------------------- constants
@@ -95,7 +87,7 @@ class _Constant(_Initializer):
 
 def constant(value=0.0):
     """Factory: every element equals `value`, e.g. `init=gn.nn.init.constant(0.1)`."""
-    return _Constant("constant", value=_real("constant", "value", value))
+    return _Constant("constant", value=finite("constant", "value", value))
 
 
 # ---------------------------------------------------------------- fixed-scale random
@@ -107,7 +99,7 @@ class _Uniform(_Initializer):
 
 def uniform(low=-0.05, high=0.05):
     """Factory: w ~ U(low, high)."""
-    low, high = _real("uniform", "low", low), _real("uniform", "high", high)
+    low, high = finite("uniform", "low", low), finite("uniform", "high", high)
     if not low < high:
         raise GpunetValueError(f"uniform: expected low < high, got low={low!r}, high={high!r}")
     return _Uniform("uniform", low=low, high=high)
@@ -120,7 +112,7 @@ class _Normal(_Initializer):
 
 def normal(mean=0.0, std=0.05):
     """Factory: w ~ N(mean, std²)."""
-    return _Normal("normal", mean=_real("normal", "mean", mean), std=_real("normal", "std", std, True))
+    return _Normal("normal", mean=finite("normal", "mean", mean), std=finite("normal", "std", std, True))
 
 
 def _truncated_standard_normal(shape, rng, bound=2.0):
@@ -145,8 +137,8 @@ def truncated_normal(mean=0.0, std=0.05):
 
     The result's std is 0.8796·std: `std` is that of the normal before truncation.
     """
-    return _TruncatedNormal("truncated_normal", mean=_real("truncated_normal", "mean", mean),
-                            std=_real("truncated_normal", "std", std, True))
+    return _TruncatedNormal("truncated_normal", mean=finite("truncated_normal", "mean", mean),
+                            std=finite("truncated_normal", "std", std, True))
 
 
 # ---------------------------------------------------------------- fan-scaled random

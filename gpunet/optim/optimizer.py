@@ -14,32 +14,16 @@ state_dict() layout (arrays stay on the device; a checkpoint writer converts the
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .. import backend
+from ..argcheck import number as check_number  # noqa: F401  (sgd, adam, rmsprop, schedules use it)
 from ..checks import checks_enabled
 from ..errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
 from ..nn.module import Parameter
 
 
 # ---------------------------------------------------------------- argument checks
-
-def check_number(owner: str, name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
-    """`value` as a float, or GpunetTypeError/GpunetValueError naming owner, argument, range and value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise GpunetTypeError(f"{owner}: {name} expected a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    below = lo is not None and (v <= lo if lo_open else v < lo)
-    above = hi is not None and (v >= hi if hi_open else v > hi)
-    if math.isnan(v) or below or above or math.isinf(v):
-        left = "-inf" if lo is None else f"{'(' if lo_open else '['}{lo}"
-        right = "inf)" if hi is None else f"{hi}{')' if hi_open else ']'}"
-        raise GpunetValueError(f"{owner}: {name} expected a number in {left}, {right}, got {value!r}")
-    return v
-
 
 def check_params(owner: str, params) -> list:
     """A non-empty list of distinct Parameters (a Module is accepted for its .parameters())."""

@@ -30,21 +30,14 @@ import math
 import numbers
 
 from ..errors import CheckpointError, GpunetTypeError, GpunetValueError
+from ..argcheck import non_negative_int, one_of, positive_int
 from .optimizer import check_number
 
 UNITS = ("epoch", "step")
 
 
 def _check_t(t) -> int:
-    if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-        raise GpunetValueError(f"schedule: t expected a non-negative int, got {t!r}")
-    return int(t)
-
-
-def _check_count(owner, name, value, lo=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-        raise GpunetValueError(f"{owner}: {name} expected an int >= {lo}, got {value!r}")
-    return int(value)
+    return non_negative_int("schedule", "t", t)
 
 
 class Schedule:
@@ -79,7 +72,7 @@ class StepLR(Schedule):
     name = "step"
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        self.step_size = _check_count("StepLR", "step_size", step_size)
+        self.step_size = positive_int("StepLR", "step_size", step_size)
         self.gamma = check_number("StepLR", "gamma", gamma, lo=0.0, lo_open=True)
 
     def lr_at(self, t, base_lr):
@@ -108,7 +101,7 @@ class Cosine(Schedule):
     name = "cosine"
 
     def __init__(self, total: int, eta_min: float = 0.0):
-        self.total = _check_count("Cosine", "total", total)
+        self.total = positive_int("Cosine", "total", total)
         self.eta_min = check_number("Cosine", "eta_min", eta_min, lo=0.0)
 
     def lr_at(self, t, base_lr):
@@ -125,7 +118,7 @@ class LinearWarmup(Schedule):
     name = "warmup"
 
     def __init__(self, warmup: int, start_factor: float = 0.0, after: Schedule | None = None):
-        self.warmup = _check_count("LinearWarmup", "warmup", warmup, lo=0)
+        self.warmup = positive_int("LinearWarmup", "warmup", warmup, 0)
         self.start_factor = check_number("LinearWarmup", "start_factor", start_factor, lo=0.0, hi=1.0)
         if isinstance(after, dict):
             after = from_config(after)
@@ -216,9 +209,7 @@ SCHEDULES = {"constant": Constant, "step": StepLR, "exponential": Exponential, "
 
 def get(name: str, **kw) -> Schedule:
     """A schedule by name: "constant", "step", "exponential", "cosine", "warmup", "linear_scaling", "chain"."""
-    cls = SCHEDULES.get(name.lower() if isinstance(name, str) else name)
-    if cls is None:
-        raise GpunetValueError(f"schedule: name expected one of {sorted(SCHEDULES)}, got {name!r}")
+    cls = SCHEDULES[one_of("schedule", "name", name.lower() if isinstance(name, str) else name, sorted(SCHEDULES))]
     if cls is Chain:
         return Chain(*kw.pop("schedules", ()), **kw)
     return cls(**kw)
@@ -252,8 +243,7 @@ class Scheduler:
             schedule = get(schedule)
         if not isinstance(schedule, Schedule):
             raise GpunetTypeError(f"Scheduler: schedule expected a Schedule or a name, got {type(schedule).__name__}")
-        if unit not in UNITS:
-            raise GpunetValueError(f"Scheduler: unit expected one of {UNITS}, got {unit!r}")
+        one_of("Scheduler", "unit", unit, UNITS)
         self.optimizer, self.schedule, self.unit = optimizer, schedule, unit
         self.base_lr = float(optimizer.lr if base_lr is None else check_number("Scheduler", "base_lr", base_lr, lo=0.0))
         self.t = 0

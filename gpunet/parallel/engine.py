@@ -27,17 +27,12 @@ import hashlib
 import numpy as np
 
 from .. import backend
+from ..argcheck import one_of
 from ..errors import GpunetValueError
 from ..step import forward_backward
 from .comm import LocalCommunicator, NcclCommunicator
 
 REDUCES = ("mean", "sum")
-
-
-def check_reduce(reduce) -> str:
-    if reduce not in REDUCES:
-        raise GpunetValueError(f"reduce: expected one of {REDUCES}, got {reduce!r}")
-    return reduce
 
 
 def flatten_grads(params):
@@ -86,7 +81,7 @@ class DataParallel:
     """Replicas of (model, loss, optimizer) over `devices`; replica 0 is the caller's own objects."""
 
     def __init__(self, model, loss_fn, optimizer, devices, reduce="mean", comm=None, seed=0):
-        check_reduce(reduce)
+        one_of("DataParallel", "reduce", reduce, REDUCES)
         if not devices:
             raise GpunetValueError(f"devices: expected a non-empty list of device specs, got {devices!r}")
         self.devices = [backend.device(d) for d in devices]
