@@ -30,12 +30,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvi
 python -m pytest -m gpu -ra -q --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/gpu_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-# Benchmarks write JSON next to their logs.
-for bench in scripts/bench_*.py; do
-  [ -f "$bench" ] || continue
-  name=$(basename "$bench" .py)
-  python "$bench" --device cuda --out "$out/$name.json" 2>&1 | tee "$out/$name.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "$bench failed" | tee -a "$out/gpu_check.log"; status=1; }
+# Benchmarks (every one ships in gpunet/bench/) write JSON next to their logs.
+for bench in train kernels loader parallel doctor; do
+  name="bench_$bench"
+  python -m gpunet bench "$bench" --device cuda --out "$out/$name.json" 2>&1 | tee "$out/$name.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpunet bench $bench failed" | tee -a "$out/gpu_check.log"; status=1; }
 done
 echo "gpu_check status: $status" | tee -a "$out/gpu_check.log"
 exit $status

@@ -6,8 +6,8 @@ and the report says there was no reference. No speed is asserted: speed lives in
 benchmark's JSON, not in tests.
 """
 import argparse
+import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,17 +116,21 @@ def test_default_out_names_device_model_and_date():
     assert host.slug("  Intel(R) Xeon(R)  ") == "intel-r-xeon-r"
 
 
-def test_cli_dispatches_train_and_finds_scripts(monkeypatch):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # a checkout, installed or editable
+def test_cli_dispatches_train_and_finds_every_benchmark_in_the_package(monkeypatch):
     seen = {}
     monkeypatch.setattr(bt, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     assert cli_bench.run(argparse.Namespace(benchmark="train", args=["--", "--device", "cpu"])) == 0
     assert seen["argv"] == ["--device", "cpu"]
-    loader = cli_bench.load_script("loader")  # this checkout has scripts/
+    for name in cli_bench.BENCHMARKS:  # all inside gpunet/bench/: no scripts/ needed
+        assert importlib.util.find_spec(f"gpunet.bench.{name}") is not None, name
+    loader = cli_bench.load("loader")
     assert loader is not None and callable(loader.main)
 
 
-def test_cli_says_when_a_script_is_not_installed(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli_bench, "scripts_dir", lambda: tmp_path)
-    assert cli_bench.run(argparse.Namespace(benchmark="kernels", args=[])) == 2
-    assert "source tree" in capsys.readouterr().err
+def test_cli_runs_a_benchmark_outside_a_checkout(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no scripts/ here: an installed package
+    module = cli_bench.load("parallel")
+    seen = {}
+    monkeypatch.setattr(module, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert cli_bench.run(argparse.Namespace(benchmark="parallel", args=["--repeats", "1"])) == 0
+    assert seen["argv"] == ["--repeats", "1"]
