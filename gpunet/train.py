@@ -36,9 +36,13 @@ LR_SCALINGS = ("none", "linear")
 
 
 class Trainer:
-    """Fit `model` with `loss` and `optimizer` on one device.
+    """Fit `model` with `loss` and `optimizer`; every step goes through an engine
+    (step.LocalEngine on one device, parallel.DataParallel with `devices=`).
 
-    schedule: an `optim.Scheduler`, or a schedule object wrapped in one (stepped per epoch).
+    schedule: an `optim.Scheduler` (stepped per its unit), or a Schedule (stepped per epoch).
+    The Trainer's `lr` (an optim.StepScheduler) is the only writer of the learning rate: it
+    combines linear scaling, warmup and the schedule, and sets every replica's optimizer.
+    `set_lr(lr)` puts a new lr on all of them (it holds until the schedule moves on).
     log_every: steps between host syncs for progress and live checks (None: ~10 per epoch).
 
     Data parallel: `devices=[...]` makes one replica per entry (see gpunet.parallel);

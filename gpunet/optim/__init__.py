@@ -14,7 +14,8 @@ from .adam import Adam, AdamW
 from .optimizer import Optimizer, clip_grad_norm  # noqa: F401
 from .rmsprop import RMSprop
 from .schedules import (Chain, Compose, Constant, Cosine, Exponential, LinearScaling,  # noqa: F401
-                        LinearWarmup, Schedule, Scheduler, StepLR, linear_scaling, linear_scaling_warmup)
+                        LinearWarmup, Schedule, Scheduler, StepLR, StepScheduler, linear_scaling,
+                        linear_scaling_warmup)
 from .sgd import SGD
 
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
@@ -29,5 +30,5 @@ def get(name: str, params, **kw) -> Optimizer:
 
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm", "get", "schedules",
-           "Schedule", "Scheduler", "Constant", "StepLR", "Exponential", "Cosine", "LinearWarmup",
+           "Schedule", "Scheduler", "StepScheduler", "Constant", "StepLR", "Exponential", "Cosine", "LinearWarmup",
            "LinearScaling", "Chain", "Compose", "linear_scaling", "linear_scaling_warmup"]

@@ -298,7 +298,9 @@ class Scheduler:
 class StepScheduler:
     """The learning rate of every optimizer step of a fit, and the only writer of it.
 
-    Built from the three things that shape it (Goyal et al. 2017 for the first two):
+    Built from the three things that shape it: linear scaling and gradual warmup (Goyal et
+    al. 2017, as `linear_scaling_warmup`, here with the warmup counted in steps over a
+    schedule counted in epochs) and the user's schedule:
 
         base   = scale · lr0                     lr0: the optimizer's lr at construction;
                                                  scale: the number of replicas under linear scaling, else 1
