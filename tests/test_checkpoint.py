@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpunet as gn
-from gpunet import checkpoint
+from gpunet import fileio
 
 
 def _model_and_opt(seed=0, width=5):
@@ -104,7 +104,7 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(checkpoint.os, "replace", boom)
+    monkeypatch.setattr(fileio.os, "replace", boom)  # the atomic write under save_checkpoint
     with pytest.raises(OSError, match="disk full"):
         gn.save_checkpoint(path, model, opt, epoch=2)
     monkeypatch.undo()
