@@ -270,8 +270,9 @@ class Device:
         """Bytes used and held by this device's memory pool (GPU), or {} on CPU."""
         if not self.is_gpu:
             return {}
-        pool = self.xp.get_default_memory_pool()
-        return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
+        with self:   # CuPy's pool answers for the current device
+            pool = self.xp.get_default_memory_pool()
+            return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
 
     def __repr__(self):
         return f"Device({self.name!r})"

@@ -3,6 +3,7 @@
 `dev` is parametrized over "cpu" and "cuda"; the cuda case carries the `gpu` mark
 and is skipped, with the probe's reason, where no GPU is usable.
 """
+import importlib
 import os
 import pathlib
 
@@ -32,13 +33,19 @@ def dev(request):
     return gn.device(request.param)
 
 
+_ce = importlib.import_module("gpunet.ops.softmax_cross_entropy")  # the module, not the function
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state():
-    """Every test starts from seed 0 with checks off."""
+    """Every test starts from seed 0 with checks off and no pending deferred bad label (the
+    kernels' error slots are process-global)."""
     gn.manual_seed(0)
     gn.set_checks(False)
+    _ce.reset_error_slots()
     yield
     gn.set_checks(False)
+    _ce.reset_error_slots()
 
 
 def data_root(name):

@@ -112,7 +112,8 @@ def _row_losses(xp, logits, target, a):
     eps, C = a.eps, a.C
     if a.soft:
         smoothed = (1.0 - eps) * target + eps / C
-        row = (smoothed * (logs[:, None] - shifted)).sum(axis=1)
+        # A zero target contributes 0 even against a -inf logit (0 · log 0 = 0), as in the kernel.
+        row = (smoothed * xp.where(smoothed != 0, logs[:, None] - shifted, 0)).sum(axis=1)
         return row, shifted, logs, xp.ones(a.N, dtype=bool), None
     valid = target != a.ignore_index if a.ignore_index is not None else xp.ones(a.N, dtype=bool)
     y = xp.where(valid, target, 0).astype(xp.int64)
