@@ -129,7 +129,8 @@ def resolve_dtype(dtype=None) -> np.dtype:
 
 
 def is_cupy_array(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
+    m = type(a).__module__
+    return m == "cupy" or m.startswith("cupy.")
 
 
 def xp_of(*arrays):
@@ -303,6 +304,9 @@ def device(spec="auto") -> Device:
     """
     if isinstance(spec, Device):
         return spec
+    dev = _devices.get(spec) if isinstance(spec, str) else None
+    if dev is not None:   # the per-call path (device_of): no parsing
+        return dev
     if spec is None:
         spec = "auto"
     if not isinstance(spec, str):
