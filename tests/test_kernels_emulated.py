@@ -24,6 +24,7 @@ Cost: about 60-90 s on a 2-core CI machine, most of it the cross-entropy grid (s
 sampled: C up to 131072 only for N <= 3).
 """
 import importlib
+import importlib.util
 import itertools
 import re
 import zlib
@@ -548,3 +549,31 @@ def test_emulator_catches_a_broken_copy_of_a_shipped_kernel(emu, dev, monkeypatc
             for C in (10, 3000):
                 x, y = make_inputs(3, C, np.float32, "i64", None, seed=0)
                 run_ce(dev, x, y, np.float32, "i64", 0.0, None, "none", False, (0, 0, 0))
+
+
+# ---------------------------------------------------------------- scripts/bench_kernels.py on the emulator
+
+def test_bench_kernels_times_the_deferred_path_and_the_raw_launch(emu, dev, monkeypatch):
+    """kernel ms: what training runs (no label sync); sync ms: one sync per call; launch ms: exactly
+    one kernel launch and nothing else."""
+    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "scripts" / "bench_kernels.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    syncs = []
+    real_sync = ce_mod._raise_sync_error
+    monkeypatch.setattr(ce_mod, "_raise_sync_error", lambda *a: syncs.append(1) or real_sync(*a))
+    seen = []
+
+    def time_ms(fn):
+        s0, l0 = len(syncs), len(emu.launches)
+        fn()
+        seen.append((len(syncs) - s0, [name for name, *_ in emu.launches[l0:]]))
+        return 1.0
+    row = bench.bench_ce(dev, time_ms, None, 33, 100)
+    assert row["check_ok"], row
+    kernel, sync, launch, ev = seen[:4]
+    assert kernel == (0, ["ce_small_f32_i64"]) and sync == (1, ["ce_small_f32_i64"])
+    assert launch == (0, ["ce_small_f32_i64"]) and ev == (0, ["ce_small_f32_i64"])
+    seen.clear()
+    row = bench.bench_relu(dev, time_ms, None, 1000)
+    assert row["check_ok"] and seen[1] == (0, ["relu_backward_f32"])
