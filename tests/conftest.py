@@ -17,6 +17,10 @@ if "GPUNET_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["GPUNET_DATA"] = str(SHARED_DATA)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+# scripts/gpu_check.sh sets GPUNET_REQUIRE_GPU=1: there, a GPU test that skips (for any
+# reason) fails, and GPUNET_SKIP_REPORT names a file listing every skipped test and why.
+REQUIRE_GPU = os.environ.get("GPUNET_REQUIRE_GPU", "") not in ("", "0")
+_skipped = []
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +30,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    _skipped.append((item.nodeid, reason))
+    if REQUIRE_GPU and "gpu" in item.keywords:
+        rep.outcome = "failed"
+        rep.longrepr = f"GPUNET_REQUIRE_GPU=1: a GPU test may not skip, and this one did: {reason}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("GPUNET_SKIP_REPORT")
+    if path:
+        lines = [f"{nodeid}\t{reason}" for nodeid, reason in _skipped]
+        pathlib.Path(path).write_text("".join(line + "\n" for line in lines))
 
 
 @pytest.fixture(params=DEVICES)
