@@ -26,7 +26,6 @@ sampled: C up to 131072 only for N <= 3).
 import importlib
 import importlib.util
 import itertools
-import re
 import zlib
 
 import numpy as np

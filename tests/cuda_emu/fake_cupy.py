@@ -28,6 +28,8 @@ import contextlib
 import ctypes
 import hashlib
 import mmap
+import os
+import tempfile
 import threading
 import types
 import weakref
@@ -301,10 +303,11 @@ def _source_file(code: str) -> Path:
     d = build._cache_dir() / "src"
     d.mkdir(exist_ok=True)
     path = d / f"{hashlib.sha256(code.encode()).hexdigest()[:16]}.cu"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(code)
-        tmp.replace(path)
+    if not path.exists():   # written whole, then renamed: parallel test runs may race here
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(code)
+        os.replace(tmp, path)
     return path
 
 
