@@ -20,8 +20,9 @@ What the emulator cannot show (only a GPU run can; see scripts/gpu_check.sh):
     never contend, and uninitialised shared memory holds the previous block's values;
   * NVRTC itself (tests/test_kernels_compile.py compiles the same files with nvcc).
 
-Cost: about 60-90 s on a 2-core CI machine, most of it the cross-entropy grid (sizes are
-sampled: C up to 131072 only for N <= 3).
+Cost: 222 tests, 87 s wall (20 s CPU) on a shared 2-core machine under load 12, including
+building the emulator libraries (about 3 s per .cu, cached by content hash under the temp
+dir); sizes are sampled: C up to 131072 only for N <= 3.
 """
 import importlib
 import importlib.util
@@ -135,8 +136,9 @@ def run_ce(dev, x, t, dtype, kind, eps, ign, reduction, in_place, offsets, check
            f"offsets={offsets}")
     ox, oo, ot = offsets
     t64 = t if kind != "soft" else t.astype(np.float64)
-    rloss, rg, rn = softmax_cross_entropy_xp(x.astype(np.float64), t64, label_smoothing=eps, ignore_index=ign,
-                                             reduction=reduction)
+    with np.errstate(invalid="ignore"):   # NaN / inf rows in the twin are the point of some cases
+        rloss, rg, rn = softmax_cross_entropy_xp(x.astype(np.float64), t64, label_smoothing=eps,
+                                                 ignore_index=ign, reduction=reduction)
     xd, td = put(dev, x, ox), put(dev, t, ot)
     out = xd if in_place else put(dev, np.zeros_like(x), oo)
     loss, g, n = ops.softmax_cross_entropy(xd, td, label_smoothing=eps, ignore_index=ign, reduction=reduction,
@@ -146,7 +148,9 @@ def run_ce(dev, x, t, dtype, kind, eps, ign, reduction, in_place, offsets, check
     close(f"loss [{tag}]", loss, rloss, dtype, loss=True)
     close(f"dlogits [{tag}]", g, rg, dtype, unit=1.0 / max(int(rn), 1) if reduction == "mean" else 1.0)
     ls, nv, nc = ops.softmax_cross_entropy_eval(put(dev, x, ox), td, label_smoothing=eps, ignore_index=ign)
-    els, env, enc = softmax_cross_entropy_eval_xp(x.astype(np.float64), t64, label_smoothing=eps, ignore_index=ign)
+    with np.errstate(invalid="ignore"):
+        els, env, enc = softmax_cross_entropy_eval_xp(x.astype(np.float64), t64, label_smoothing=eps,
+                                                      ignore_index=ign)
     close(f"eval loss_sum [{tag}]", ls, els, dtype, loss=True)
     assert (int(nv.get()), int(nc.get())) == (int(env), int(enc)), f"eval counts [{tag}]"
     return tag
@@ -234,7 +238,8 @@ def test_ce_non_finite_logits_match_twin(dev, C, dtype, soft):
     xd = put(dev, x)
     for r in range(len(SPECIAL_ROWS)):
         _, _, nc = ops.softmax_cross_entropy_eval(xd[r:r + 1].copy(), put(dev, t[r:r + 1]))
-        _, _, enc = softmax_cross_entropy_eval_xp(x[r:r + 1], t[r:r + 1])
+        with np.errstate(invalid="ignore"):
+            _, _, enc = softmax_cross_entropy_eval_xp(x[r:r + 1], t[r:r + 1])
         assert int(nc.get()) == int(enc), f"argmax of row {SPECIAL_ROWS[r]!r} (C={C})"
 
 

@@ -166,9 +166,6 @@ class ndarray(np.ndarray):
     def copy(self, order="C"):
         return _to_device(self.view(np.ndarray).copy(order=order))
 
-    def __array_function__(self, func, types_, args, kwargs):
-        return super().__array_function__(func, types_, args, kwargs)
-
 
 # ---------------------------------------------------------------- the module's functions
 
