@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import device_of, resolve_dtype, xp_of
-from ..config import checks_enabled
 from ..errors import DataError, GpunetValueError, ShapeError
 
 _M64 = (1 << 64) - 1
