@@ -129,7 +129,8 @@ def resolve_dtype(dtype=None) -> np.dtype:
 
 
 def is_cupy_array(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
+    m = type(a).__module__
+    return m == "cupy" or m.startswith("cupy.")
 
 
 def xp_of(*arrays):
@@ -270,8 +271,9 @@ class Device:
         """Bytes used and held by this device's memory pool (GPU), or {} on CPU."""
         if not self.is_gpu:
             return {}
-        pool = self.xp.get_default_memory_pool()
-        return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
+        with self:   # CuPy's pool answers for the current device
+            pool = self.xp.get_default_memory_pool()
+            return {"used_bytes": int(pool.used_bytes()), "total_bytes": int(pool.total_bytes())}
 
     def __repr__(self):
         return f"Device({self.name!r})"
@@ -302,6 +304,9 @@ def device(spec="auto") -> Device:
     """
     if isinstance(spec, Device):
         return spec
+    dev = _devices.get(spec) if isinstance(spec, str) else None
+    if dev is not None:   # the per-call path (device_of): no parsing
+        return dev
     if spec is None:
         spec = "auto"
     if not isinstance(spec, str):

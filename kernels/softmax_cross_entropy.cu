@@ -38,6 +38,10 @@
 // out and soft target share the same address offset modulo 16; each row then has a
 // scalar head up to the first 16-byte boundary, a vector body and a scalar tail.
 //
+// Non-finite logits (as PyTorch and the twin): a NaN or +inf logit makes the row's loss and
+// dlogits row NaN; -inf logits are masked out (an all -inf row is NaN, 0/0). argmax counts
+// NaN as the maximum (first NaN wins), as NumPy and PyTorch do.
+//
 // Labels: a label equal to ignore_index (when CE_HAS_IGNORE) gives loss 0, correct 0 and a
 // zero dlogits row. A label outside [0, C) is never used as an index: the row gets a NaN
 // loss and a NaN dlogits row, and atomicMin on `err` records the smallest bad row with
@@ -79,14 +83,15 @@ template <typename T> struct Acc {
     T st;     // sum of t            (soft only)
     T stx;    // sum of t*(x - xref) (soft only)
     T tm;     // max of t            (soft only)
-    int idx;  // first argmax of x
+    int idx;  // first argmax of x over the non-NaN elements
+    int nidx; // first NaN of x (argmax counts NaN as the maximum, as NumPy and PyTorch do)
     int tidx; // first argmax of t   (soft only)
 };
 
 template <typename T> __device__ __forceinline__ Acc<T> acc_empty() {
     Acc<T> a;
     a.m = -Num<T>::inf(); a.s = T(0); a.sx = T(0); a.st = T(0); a.stx = T(0);
-    a.tm = -Num<T>::inf(); a.idx = 0x7fffffff; a.tidx = 0x7fffffff;
+    a.tm = -Num<T>::inf(); a.idx = 0x7fffffff; a.nidx = 0x7fffffff; a.tidx = 0x7fffffff;
     return a;
 }
 
@@ -100,11 +105,12 @@ __device__ __forceinline__ void acc_add(Acc<T>& a, T x, T t, int j, T xref) {
     } else {
         a.s += (x == a.m) ? T(1) : Num<T>::ex(x - a.m);   // NaN x makes s NaN
         if (x == a.m && j < a.idx) a.idx = j;
+        if (x != x && j < a.nidx) a.nidx = j;
     }
     const T d = x - xref;
     a.sx += d;
     if (SOFT) {
-        a.st += t; a.stx += t * d;
+        a.st += t; a.stx += (t != T(0)) ? t * d : T(0);   // 0 * log(0): a zero target masks a -inf logit
         if (t > a.tm || (t == a.tm && j < a.tidx)) { a.tm = t; a.tidx = j; }
     }
 }
@@ -116,6 +122,7 @@ __device__ __forceinline__ void acc_merge(Acc<T>& a, const Acc<T>& b) {
     const T m = (b.m > a.m) ? b.m : a.m;   // m is never NaN: only ever set from x > m
     a.s = (a.m == m ? a.s : a.s * Num<T>::ex(a.m - m)) + (b.m == m ? b.s : b.s * Num<T>::ex(b.m - m));
     if (b.m > a.m || (b.m == a.m && b.idx < a.idx)) a.idx = b.idx;
+    if (b.nidx < a.nidx) a.nidx = b.nidx;
     a.m = m;
     a.sx += b.sx;
     if (SOFT) {
@@ -131,6 +138,7 @@ __device__ __forceinline__ Acc<T> acc_shfl_xor(const Acc<T>& a, int o) {
     b.s = __shfl_xor_sync(0xffffffffu, a.s, o);
     b.sx = __shfl_xor_sync(0xffffffffu, a.sx, o);
     b.idx = __shfl_xor_sync(0xffffffffu, a.idx, o);
+    b.nidx = __shfl_xor_sync(0xffffffffu, a.nidx, o);
     if (SOFT) {
         b.st = __shfl_xor_sync(0xffffffffu, a.st, o);
         b.stx = __shfl_xor_sync(0xffffffffu, a.stx, o);
@@ -256,20 +264,23 @@ __device__ __forceinline__ GradArgs<T> row_out(const Acc<T>& a, const RowIn<T, L
     const T mshift = a.m - r.xref;                   // m - xref, exact when close
     T smooth = T(0);
     if (eps != T(0)) smooth = eps * (mshift - a.sx / T(C));
+    const int amax = a.nidx != 0x7fffffff ? a.nidx : a.idx;
     T loss;
     int correct;
     if (r.ignored) {
         loss = T(0); correct = 0; g.mode = 1;
     } else if (r.bad) {
         loss = Num<T>::nan(); correct = 0; g.mode = 2; g.fill = Num<T>::nan();
+    } else if (a.m == Num<T>::inf()) {   // a +inf logit: NaN loss and row, as PyTorch and the twin
+        loss = Num<T>::nan(); correct = SOFT ? (amax == a.tidx) : (amax == r.y); g.mode = 2; g.fill = Num<T>::nan();
     } else if (SOFT) {
         g.S = g.a1 * a.st + eps;
         loss = g.S * g.logs + g.a1 * (mshift * a.st - a.stx) + smooth;
-        correct = (a.idx == a.tidx);
+        correct = (amax == a.tidx);
     } else {
         g.S = T(1);
         loss = g.logs + g.a1 * (a.m - r.xy) + smooth;
-        correct = (a.idx == r.y);
+        correct = (amax == r.y);
     }
     if (leader) {
         row_loss[row] = loss;

@@ -162,3 +162,13 @@ def test_checks_switch():
     with gn.checks():
         assert gn.checks_enabled() is True
     assert gn.checks_enabled() is False
+
+
+@pytest.mark.gpu
+def test_memory_info_counts_this_devices_pool():
+    dev = gn.device("cuda")
+    before = dev.memory_info()["used_bytes"]
+    with dev:
+        keep = dev.xp.zeros(1 << 20, dtype=dev.xp.float64)   # 8 MiB
+    assert dev.memory_info()["used_bytes"] - before >= keep.nbytes
+    assert gn.device("cpu").memory_info() == {}

@@ -41,6 +41,9 @@ def test_one_hot(dev):
     y = dev.asarray(np.array([2, 0, 1], np.int64))
     np.testing.assert_array_equal(dev.to_host(one_hot(y, 4)),
                                   [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0]])
+    for bad in (-1, 4):   # NumPy would wrap -1 and CuPy every bad label: both refuse, checks on or off
+        with pytest.raises(gn.GpunetValueError, match=rf"one_hot: labels expected in \[0, 4\).*{bad}"):
+            one_hot(dev.asarray(np.array([0, bad, 1], np.int64)), 4)
     with gn.checks(), pytest.raises(gn.GpunetValueError, match=r"\[0, 2\).*max 2"):
         one_hot(y, 2)
 

@@ -1,7 +1,11 @@
 """Benchmark gpunet's CUDA kernels: fused softmax cross-entropy and ReLU backward.
 
 Every kernel is first checked against its twin, then timed with CUDA events after a
-warm-up (median of --repeats runs) next to:
+warm-up (median of --repeats runs). The cross-entropy call is timed as training runs it
+(check_labels="deferred": no sync per call); "sync ms" is the same call with
+check_labels="sync" (one device-to-host read per call), and "launch ms" the raw kernel
+launch alone, with the arguments the wrapper passed (no checks, no allocations, no
+reductions). All of it next to:
   * a device-to-device copy of the same bytes (the bandwidth ceiling; "% copy"),
   * the same maths as plain CuPy array ops (the twins, or xp.where for ReLU),
   * PyTorch on the same GPU when torch is importable: F.cross_entropy forward+backward,
@@ -14,6 +18,7 @@ dlogits written once and the labels; for ReLU backward dy and y read, dx written
 from __future__ import annotations
 
 import argparse
+import importlib
 import datetime
 import json
 import statistics
@@ -25,9 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpunet as gn  # noqa: E402
 from gpunet import ops  # noqa: E402
+from gpunet.ops import relu as relu_mod  # noqa: E402
 from gpunet.ops.relu import relu_backward_mask_xp, relu_backward_xp  # noqa: E402
 from gpunet.ops.softmax_cross_entropy_xp import softmax_cross_entropy_xp  # noqa: E402
 
+ce_mod = importlib.import_module("gpunet.ops.softmax_cross_entropy")   # the module, not the function
 CE_SHAPES = [(128, 10), (4096, 10), (65536, 10), (16384, 1000), (8192, 32768), (4096, 131072)]
 RELU_SIZES = [2**20, 2**24, 2**28]
 
@@ -69,6 +76,27 @@ def load_torch():
     return (torch, F) if torch.cuda.is_available() else None
 
 
+def capture_launch(module, call):
+    """A function that repeats only the kernel launch `call()` makes through `module`'s wrapper,
+    with the same grid, block and arguments."""
+    real, seen = module.function, []
+
+    def recording(dev, mod, name):
+        fn = real(dev, mod, name)
+
+        def launch(grid, block, args, **kw):
+            seen.append((fn, grid, block, args))
+            return fn(grid, block, args, **kw)
+        return launch
+    module.function = recording
+    try:
+        call()
+    finally:
+        module.function = real
+    fn, grid, block, args = seen[-1]
+    return lambda: fn(grid, block, args)
+
+
 def max_rel_err(got, want):
     got, want = gn.backend.to_numpy(got).astype(np.float64), gn.backend.to_numpy(want).astype(np.float64)
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
@@ -89,8 +117,12 @@ def bench_ce(dev, time_ms, torch_mods, N, C):
         return row
     nbytes = 2 * x.nbytes + y.nbytes
     copy_dst = xp.empty_like(x)
-    row["kernel_ms"] = time_ms(lambda: ops.softmax_cross_entropy(x, y, out=g))
-    row["eval_ms"] = time_ms(lambda: ops.softmax_cross_entropy_eval(x, y))
+    row["kernel_ms"] = time_ms(lambda: ops.softmax_cross_entropy(x, y, out=g, check_labels="deferred"))
+    row["sync_ms"] = time_ms(lambda: ops.softmax_cross_entropy(x, y, out=g, check_labels="sync"))
+    row["launch_ms"] = time_ms(capture_launch(ce_mod, lambda: ops.softmax_cross_entropy(
+        x, y, out=g, check_labels="deferred")))
+    row["eval_ms"] = time_ms(lambda: ops.softmax_cross_entropy_eval(x, y, check_labels="deferred"))
+    ops.raise_deferred_errors(dev)   # the labels are valid: nothing may be pending
     row["copy_ms"] = time_ms(lambda: xp.copyto(copy_dst, x))
     row["cupy_ms"] = time_ms(lambda: softmax_cross_entropy_xp(x, y))
     row["GBps"] = nbytes / row["kernel_ms"] / 1e6
@@ -125,6 +157,7 @@ def bench_relu(dev, time_ms, torch_mods, n):
         return row
     copy_dst = xp.empty_like(dy)
     row["kernel_ms"] = time_ms(lambda: ops.relu_backward(dy, y, out=dx))
+    row["launch_ms"] = time_ms(capture_launch(relu_mod, lambda: ops.relu_backward(dy, y, out=dx)))
     row["mask_kernel_ms"] = time_ms(lambda: ops.relu_backward_mask(dy, mask, out=dx))
     row["copy_ms"] = time_ms(lambda: xp.copyto(copy_dst, dy))
     row["cupy_where_ms"] = time_ms(lambda: xp.where(y > 0, dy, 0))
@@ -146,20 +179,23 @@ def fmt(v, spec):
 def print_tables(results):
     from rich.console import Console
     from rich.table import Table
-    t = Table(title=f"softmax cross-entropy (float32, fwd+bwd) on {results['device']}")
-    for col in ("N x C", "check", "kernel ms", "GB/s", "% copy", "eval ms", "vs CuPy", "vs torch"):
+    t = Table(title=f"softmax cross-entropy (float32, fwd+bwd, deferred label check) on {results['device']}")
+    for col in ("N x C", "check", "kernel ms", "sync ms", "launch ms", "GB/s", "% copy", "eval ms", "vs CuPy",
+                "vs torch"):
         t.add_column(col, justify="right")
     for r in results["softmax_cross_entropy"]:
         t.add_row(f"{r['N']} x {r['C']}", "ok" if r["check_ok"] else f"FAIL {r['check_max_rel_err']:.2e}",
-                  fmt(r.get("kernel_ms"), ".4f"), fmt(r.get("GBps"), ".0f"), fmt(r.get("pct_of_copy"), ".0f"),
+                  fmt(r.get("kernel_ms"), ".4f"), fmt(r.get("sync_ms"), ".4f"), fmt(r.get("launch_ms"), ".4f"),
+                  fmt(r.get("GBps"), ".0f"), fmt(r.get("pct_of_copy"), ".0f"),
                   fmt(r.get("eval_ms"), ".4f"), fmt(r.get("speedup_vs_cupy"), ".2f"),
                   fmt(r.get("speedup_vs_torch"), ".2f"))
     u = Table(title="ReLU backward (float32)")
-    for col in ("n", "check", "kernel ms", "mask ms", "GB/s", "% copy", "vs CuPy where", "vs torch"):
+    for col in ("n", "check", "kernel ms", "launch ms", "mask ms", "GB/s", "% copy", "vs CuPy where", "vs torch"):
         u.add_column(col, justify="right")
     for r in results["relu"]:
         u.add_row(str(r["n"]), "ok" if r["check_ok"] else f"FAIL {r['check_max_rel_err']:.2e}",
-                  fmt(r.get("kernel_ms"), ".4f"), fmt(r.get("mask_kernel_ms"), ".4f"), fmt(r.get("GBps"), ".0f"),
+                  fmt(r.get("kernel_ms"), ".4f"), fmt(r.get("launch_ms"), ".4f"), fmt(r.get("mask_kernel_ms"), ".4f"),
+                  fmt(r.get("GBps"), ".0f"),
                   fmt(r.get("pct_of_copy"), ".0f"), fmt(r.get("speedup_vs_cupy"), ".2f"),
                   fmt(r.get("speedup_vs_torch"), ".2f"))
     console = Console()
@@ -195,13 +231,21 @@ def main(argv=None):
     results = {"device": info["name"], "device_index": dev.index, "compute_capability": info["compute_capability"],
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "versions": versions, "repeats": args.repeats, "timing": "CUDA events, median after 3 warm-up runs"}
+    results["softmax_cross_entropy"], results["relu"] = [], []
+
+    def save():   # after every case: a crash keeps what was measured
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2))
     with dev:
-        results["softmax_cross_entropy"] = [bench_ce(dev, time_ms, torch_mods, N, C) for N, C in ce_shapes]
-        results["relu"] = [bench_relu(dev, time_ms, torch_mods, n) for n in relu_sizes]
+        for N, C in ce_shapes:
+            results["softmax_cross_entropy"].append(bench_ce(dev, time_ms, torch_mods, N, C))
+            save()
+        for n in relu_sizes:
+            results["relu"].append(bench_relu(dev, time_ms, torch_mods, n))
+            save()
     print_tables(results)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.out}")
     failed = [r for r in results["softmax_cross_entropy"] + results["relu"] if not r["check_ok"]]
     if failed:

@@ -13,7 +13,19 @@ import numpy as np
 from .. import backend
 from ..errors import DeviceError, GpunetTypeError, GpunetValueError, ShapeError
 
-_functions: dict = {}
+_functions: dict = {}   # (device name, module, entry) -> compiled kernel, loaded once per device
+_root: list = []        # [kernels folder or None], looked up once: no filesystem work per call
+
+
+def kernels_root():
+    """The folder of the *.cu sources (backend.kernels_dir), found on first use and then kept."""
+    if not _root:
+        _root.append(backend.kernels_dir())
+    return _root[0]
+
+
+def _forced_off() -> bool:
+    return os.environ.get("GPUNET_NO_KERNELS", "") not in ("", "0")
 
 
 def kernels_available(device) -> bool:
@@ -22,14 +34,14 @@ def kernels_available(device) -> bool:
         dev = backend.device(device)
     except DeviceError:
         return False
-    if not dev.is_gpu or os.environ.get("GPUNET_NO_KERNELS", "") not in ("", "0"):
+    if not dev.is_gpu or _forced_off():
         return False
-    return backend.kernels_dir() is not None
+    return kernels_root() is not None
 
 
 def use_kernel(a) -> bool:
-    """Dispatch rule: CuPy array on a device whose kernels are available."""
-    return backend.is_cupy_array(a) and kernels_available(backend.device_of(a))
+    """Dispatch rule: CuPy array (always on a GPU), kernels not forced off, sources installed."""
+    return backend.is_cupy_array(a) and not _forced_off() and kernels_root() is not None
 
 
 def function(dev, module: str, name: str):
@@ -40,6 +52,12 @@ def function(dev, module: str, name: str):
         fn = dev.raw_module(module).get_function(name)
         _functions[key] = fn
     return fn
+
+
+def reset_caches() -> None:
+    """Forget the kernels folder and every loaded kernel (tests that swap devices or sources)."""
+    _root.clear()
+    _functions.clear()
 
 
 def cdiv(a: int, b: int) -> int:

@@ -172,7 +172,8 @@ def relu_backward_mask(dy, mask, out=None):
     if tuple(mask.shape) != (words,):
         raise ShapeError(f"{name}: expected a mask of shape ({words},) for dy of shape {tuple(dy.shape)} "
                          f"({dy.size} elements), got {tuple(mask.shape)}")
-    if backend.is_cupy_array(mask) != backend.is_cupy_array(dy):
+    if backend.is_cupy_array(mask) != backend.is_cupy_array(dy) or \
+            (backend.is_cupy_array(dy) and mask.device.id != dy.device.id):
         raise GpunetTypeError(f"{name}: expected mask on the same device as dy "
                               f"({backend.device_of(dy).name}), got {backend.device_of(mask).name}")
     if use_kernel(dy):

@@ -52,6 +52,12 @@ def _err_buffer(dev):
     return buf
 
 
+def reset_error_slots() -> None:
+    """Forget every device's error slots, a pending deferred bad label included (the slots are
+    process-global: the test suite resets them between tests)."""
+    _err_buffers.clear()
+
+
 def _decode(key):
     """(row, value) from an error key; the value is the low 32 bits as a signed int."""
     row, low = key >> 32, key & 0xFFFFFFFF

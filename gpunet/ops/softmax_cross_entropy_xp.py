@@ -11,7 +11,11 @@ for any soft row. The log-sum-exp is shifted by the row max, so logits of ±1e4 
 log(softmax) is never formed. Rows whose label equals `ignore_index` (hard labels only,
 as in PyTorch) contribute 0 and get a zero gradient row; "mean" divides by the number of
 other rows, n_valid. When every row is ignored the mean is 0/0 = NaN and the gradient is 0,
-as in PyTorch.
+as in PyTorch. Non-finite logits follow PyTorch too, and the CUDA kernel agrees: a NaN or +inf
+logit makes its row's loss and gradient NaN, -inf logits are masked out (an all -inf row is
+NaN), argmax counts NaN as the maximum (first NaN wins). One deliberate difference: a zero
+soft target contributes 0 even against a -inf logit (0 · log 0 = 0; PyTorch gives NaN), so
+masked classes work with soft targets.
 
 `check_inputs` is shared with the CUDA wrapper, so both paths accept and reject the same
 arguments with the same messages.
@@ -117,7 +121,8 @@ def _row_losses(xp, logits, target, a):
     eps, C = a.eps, a.C
     if a.soft:
         smoothed = (1.0 - eps) * target + eps / C
-        row = (smoothed * (logs[:, None] - shifted)).sum(axis=1)
+        # A zero target contributes 0 even against a -inf logit (0 · log 0 = 0), as in the kernel.
+        row = (smoothed * xp.where(smoothed != 0, logs[:, None] - shifted, 0)).sum(axis=1)
         return row, shifted, logs, xp.ones(a.N, dtype=bool), None
     valid = target != a.ignore_index if a.ignore_index is not None else xp.ones(a.N, dtype=bool)
     y = xp.where(valid, target, 0).astype(xp.int64)
