@@ -280,7 +280,7 @@ def test_bad_types_and_names(dev):
         SGD([param(dev)], lr="0.1")
     with pytest.raises(GpunetTypeError, match="betas"):
         Adam([param(dev)], betas=0.9)
-    with pytest.raises(GpunetValueError, match=r"\['adam', 'adamw', 'rmsprop', 'sgd'\], got 'lamb'"):
+    with pytest.raises(GpunetValueError, match=r"\['adagrad', 'adam', 'adamw', 'nadam', 'radam', 'rmsprop', 'sgd'\], got 'lamb'"):
         get("lamb", [param(dev)])
     opt = get("SGD", [param(dev)], lr=0.1)
     opt.lr = 0.0  # a schedule may reach 0

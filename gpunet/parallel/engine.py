@@ -121,10 +121,11 @@ class DataParallel:
             correct += home.asarray(c)
             start += n
         self._reduce(sizes)
-        lr = self.replicas[0].optimizer.lr
+        lrs = [g["lr"] for g in self.replicas[0].optimizer.param_groups]  # each group's, as a schedule set it
         for r in self.replicas:
             with r.device:
-                r.optimizer.lr = lr
+                for g, lr in zip(r.optimizer.param_groups, lrs):
+                    g["lr"] = lr
                 r.optimizer.step()
                 r.optimizer.zero_grad()
         return loss_sum / x.shape[0], correct
