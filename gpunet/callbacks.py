@@ -185,7 +185,10 @@ class CSVLogger(Callback):
 
 
 class LRScheduleCallback(Callback):
-    """Steps an `optim.Scheduler` at the end of each epoch (unit="epoch") or each step."""
+    """Steps an `optim.Scheduler` at the end of each epoch (unit="epoch") or each step.
+
+    A scheduler with a `monitor` (optim.ReduceLROnPlateau) is stepped with that
+    metric from the epoch's logs (e.g. "val_loss"); a missing metric raises."""
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
@@ -195,8 +198,17 @@ class LRScheduleCallback(Callback):
             self.scheduler.step()
 
     def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.scheduler, "unit", "epoch") == "epoch":
+        if getattr(self.scheduler, "unit", "epoch") != "epoch":
+            return
+        monitor = getattr(self.scheduler, "monitor", None)
+        if monitor is None:
             self.scheduler.step()
+            return
+        value = (logs or {}).get(monitor)
+        if value is None:
+            raise GpunetValueError(f"{type(self.scheduler).__name__}: monitor {monitor!r} is not in the epoch logs "
+                                   f"{sorted(logs or {})}; pass val= to fit() to get val_* metrics")
+        self.scheduler.step(value)
 
 
 class History(Callback):

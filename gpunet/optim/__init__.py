@@ -15,10 +15,12 @@ from .adam import Adam, AdamW
 from .clip import clip_grad_norm, clip_grad_norm_, clip_grad_value, clip_grad_value_  # noqa: F401
 from .groups import ParamGroup  # noqa: F401
 from .optimizer import Optimizer
+from .plateau import ReduceLROnPlateau
 from .radam import NAdam, RAdam
 from .rmsprop import RMSprop
-from .schedules import (Chain, Compose, Constant, Cosine, Exponential, LinearScaling,  # noqa: F401
-                        LinearWarmup, Schedule, Scheduler, StepLR, linear_scaling, linear_scaling_warmup)
+from .schedules import (Chain, Compose, Constant, Cosine, CosineWarmRestarts, Exponential,  # noqa: F401
+                        LinearScaling, LinearWarmup, MultiStep, OneCycle, Polynomial, Schedule, Scheduler,
+                        StepLR, linear_scaling, linear_scaling_warmup)
 from .sgd import SGD
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
@@ -35,5 +37,6 @@ def get(name: str, params, **kw) -> Optimizer:
 
 __all__ = ["Optimizer", "ParamGroup", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
            "clip_grad_norm", "clip_grad_norm_", "clip_grad_value", "clip_grad_value_", "get", "schedules",
-           "Schedule", "Scheduler", "Constant", "StepLR", "Exponential", "Cosine", "LinearWarmup",
+           "Schedule", "Scheduler", "Constant", "StepLR", "MultiStep", "Exponential", "Cosine",
+           "CosineWarmRestarts", "Polynomial", "OneCycle", "ReduceLROnPlateau", "LinearWarmup",
            "LinearScaling", "Chain", "Compose", "linear_scaling", "linear_scaling_warmup"]

@@ -16,6 +16,9 @@ the learning rate at t: `lr_at(t, base_lr)`; `factor(t)` = lr_at(t, 1.0).
     Chain(s1, s2, ...)             lr = s_n(...s2(s1(base)))  — each transforms the previous lr;
                                    for multiplicative schedules that is the product of factors
 
+MultiStep, Polynomial, CosineWarmRestarts and OneCycle live in annealing.py, and
+ReduceLROnPlateau (driven by a validation metric, not by t) in plateau.py.
+
 The linear scaling rule with gradual warmup (Goyal et al. 2017, "Accurate, Large
 Minibatch SGD"): with k replicas use lr·k, reached by a linear warmup from lr:
 `linear_scaling_warmup(k, warmup=5, after=StepLR(30))`.
@@ -131,6 +134,8 @@ class LinearWarmup(Schedule):
             after = from_config(after)
         if after is not None and not isinstance(after, Schedule):
             raise GpunetTypeError(f"LinearWarmup: after expected a Schedule or None, got {type(after).__name__}")
+        from .annealing import refuse_momentum_cycle
+        refuse_momentum_cycle("LinearWarmup", after)
         self.after = after
 
     def _after(self, t, base_lr):
@@ -180,6 +185,8 @@ class Chain(Schedule):
             s = from_config(s) if isinstance(s, dict) else s
             if not isinstance(s, Schedule):
                 raise GpunetTypeError(f"Chain: schedules[{i}] expected a Schedule, got {type(s).__name__}")
+            from .annealing import refuse_momentum_cycle
+            refuse_momentum_cycle("Chain", s)
             parts.append(s)
         self.schedules = tuple(parts)
 
@@ -215,7 +222,7 @@ SCHEDULES = {"constant": Constant, "step": StepLR, "exponential": Exponential, "
 
 
 def get(name: str, **kw) -> Schedule:
-    """A schedule by name: "constant", "step", "exponential", "cosine", "warmup", "linear_scaling", "chain"."""
+    """A schedule by name (a key of SCHEDULES: "constant", "step", "multistep", "cosine", ...)."""
     cls = SCHEDULES.get(name.lower() if isinstance(name, str) else name)
     if cls is None:
         raise GpunetValueError(f"schedule: name expected one of {sorted(SCHEDULES)}, got {name!r}")
@@ -235,11 +242,13 @@ def from_config(cfg: dict) -> Schedule:
 # ---------------------------------------------------------------- applying a schedule
 
 class Scheduler:
-    """Sets `optimizer.lr = schedule.lr_at(t, base_lr)`; `step()` advances t by one.
+    """Sets each parameter group's lr to `schedule.lr_at(t, base_lr)`; `step()` advances t by one.
 
-    base_lr is the optimizer's lr at construction. `unit` ("epoch" or "step") tells the
+    base_lrs are the groups' lrs at construction (base_lr the first), so groups keep
+    their own scale, as PyTorch's schedulers do. `unit` ("epoch" or "step") tells the
     trainer when to call `step()`: after each epoch or after each optimizer step.
-    The lr for t = 0 is applied at construction, as PyTorch's schedulers do.
+    The lr for t = 0 is applied at construction, as PyTorch's schedulers do. A schedule
+    that cycles momentum (OneCycle) also sets each group's momentum, or Adam's β₁.
     """
 
     def __init__(self, optimizer, schedule, unit: str = "epoch"):
@@ -251,27 +260,47 @@ class Scheduler:
             raise GpunetTypeError(f"Scheduler: schedule expected a Schedule or a name, got {type(schedule).__name__}")
         if unit not in UNITS:
             raise GpunetValueError(f"Scheduler: unit expected one of {UNITS}, got {unit!r}")
+        groups = getattr(optimizer, "param_groups", None)
+        if getattr(schedule, "cycle_momentum", False) and not (
+                groups and all("momentum" in g or "betas" in g for g in groups)):
+            raise GpunetValueError(f"Scheduler: {schedule!r} cycles momentum, so the optimizer expected a "
+                                   f"momentum or betas hyperparameter, got {type(optimizer).__name__}; "
+                                   f"pass cycle_momentum=False")
         self.optimizer, self.schedule, self.unit = optimizer, schedule, unit
-        self.base_lr = float(optimizer.lr)
+        self.base_lrs = [float(g["lr"]) for g in groups] if groups else [float(optimizer.lr)]
+        self.base_lr = self.base_lrs[0]
         self.t = 0
         self._apply()
 
     def _apply(self) -> None:
-        self.lr = self.schedule.lr_at(self.t, self.base_lr)
-        self.optimizer.lr = self.lr
+        lrs = [self.schedule.lr_at(self.t, b) for b in self.base_lrs]
+        groups = getattr(self.optimizer, "param_groups", None)
+        if groups:
+            for g, lr in zip(groups, lrs):
+                g["lr"] = lr
+        else:
+            self.optimizer.lr = lrs[0]
+        if getattr(self.schedule, "cycle_momentum", False):
+            m = self.schedule.momentum_at(self.t)
+            for g in groups:
+                if "betas" in g:
+                    g["betas"] = [m, g["betas"][1]]
+                else:
+                    g["momentum"] = m
+        self.lr = lrs[0]
 
     def step(self) -> float:
-        """Advance one epoch/step and set the optimizer's lr; returns the new lr."""
+        """Advance one epoch/step and set the optimizer's lr; returns the new lr (the first group's)."""
         self.t += 1
         self._apply()
         return self.lr
 
     def state_dict(self) -> dict:
         return {"type": "Scheduler", "unit": self.unit, "t": self.t, "base_lr": self.base_lr,
-                "schedule": self.schedule.config()}
+                "base_lrs": list(self.base_lrs), "schedule": self.schedule.config()}
 
     def load_state_dict(self, d: dict) -> None:
-        """Restore t and base_lr (and re-apply the lr). The schedule and unit must match."""
+        """Restore t and the base lrs (and re-apply the lr). The schedule and unit must match."""
         problems = []
         if not isinstance(d, dict) or d.get("type") != "Scheduler":
             raise CheckpointError(f"Scheduler.load_state_dict: expected a Scheduler state dict, got {d!r}")
@@ -282,13 +311,22 @@ class Scheduler:
         t = d.get("t")
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
             problems.append(f"t: expected a non-negative int, got {t!r}")
-        base = d.get("base_lr")
-        if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base >= 0:
-            problems.append(f"base_lr: expected a non-negative number, got {base!r}")
+        bases = d.get("base_lrs", [d.get("base_lr")])  # older state dicts hold base_lr only
+        if not isinstance(bases, list) or len(bases) != len(self.base_lrs):
+            problems.append(f"base_lrs: expected {len(self.base_lrs)} (one per parameter group), got {bases!r}")
+        elif not all(not isinstance(b, bool) and isinstance(b, numbers.Real) and b >= 0 for b in bases):
+            problems.append(f"base_lr: expected non-negative numbers, got {bases!r}")
         if problems:
             raise CheckpointError("Scheduler.load_state_dict: " + "; ".join(problems))
-        self.t, self.base_lr = int(t), float(base)
+        self.t, self.base_lrs = int(t), [float(b) for b in bases]
+        self.base_lr = self.base_lrs[0]
         self._apply()
 
     def __repr__(self):
         return f"Scheduler({self.schedule!r}, unit={self.unit!r}, t={self.t}, lr={self.lr:g})"
+
+
+from .annealing import CosineWarmRestarts, MultiStep, OneCycle, Polynomial  # noqa: E402  (they subclass Schedule)
+
+SCHEDULES.update({"multistep": MultiStep, "polynomial": Polynomial, "cosine_restarts": CosineWarmRestarts,
+                  "onecycle": OneCycle})
