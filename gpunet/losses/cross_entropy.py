@@ -7,6 +7,9 @@ The log-sum-exp is shifted by the row max (stable for |x| ~ 1e4); log(softmax) i
 formed. Forward computes the loss and dlogits in one call of
 `gpunet.ops.softmax_cross_entropy` and caches dlogits; backward only scales it.
 Label smoothing: Szegedy et al. 2016, "Rethinking the Inception architecture".
+
+Class weights (`weight=`, PyTorch's semantics, formulas in class_weights.py) take the
+`xp` path on every device: the fused kernel has no weights.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from .. import backend
 from ..config import checks_enabled
 from ..errors import GpunetTypeError, GpunetValueError, NonFiniteError, ShapeError
 from ..ops import softmax_cross_entropy
+from ..ops.softmax_cross_entropy_xp import check_inputs, check_labels_now
 from .base import Loss
+from .class_weights import WeightCache, check_class_weight, check_weight_shape, weighted_cross_entropy
 
 # How far a soft-target row sum may be from 1 when target checks are on.
 ROW_SUM_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
@@ -37,12 +42,18 @@ class SoftmaxCrossEntropy(Loss):
     every row is ignored the mean is NaN and the gradient 0 (as in PyTorch).
     check_targets=True (or checks on) verifies that soft-target rows sum to 1; checks on
     also scan the logits for NaN/Inf (NonFiniteError). Both cost a sync.
+    weight: None or (C,) class weights >= 0, as PyTorch's CrossEntropyLoss(weight=...):
+    row i is weighted by w[y_i] and "mean" divides by Σ w[y_i] over rows not ignored
+    (label smoothing's term weights class j by w_j; soft targets: Σ_j w_j t'_ij (lse − x_ij),
+    "mean" over N). Weighted calls check labels at once (a sync on a GPU).
     """
 
     def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None, check_targets=False,
-                 *, check_labels=None):
+                 *, check_labels=None, weight=None):
         super().__init__(reduction)
         name = type(self).__name__
+        self.weight = check_class_weight(name, weight)
+        self._weights = WeightCache(self.weight) if self.weight is not None else None
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
                 or not 0.0 <= float(label_smoothing) <= 1.0:
             raise GpunetValueError(f"{name}: label_smoothing expected a number in [0, 1], got {label_smoothing!r}")
@@ -108,10 +119,26 @@ class SoftmaxCrossEntropy(Loss):
     def forward(self, logits, target):
         logits, target = self._prepare(logits, target)
         self._check_values(logits, target)
+        if self.weight is not None:
+            return self._forward_weighted(logits, target)
         mode = self.check_labels or ("sync" if checks_enabled() else "deferred")
         loss, self._dlogits, self.n_valid = softmax_cross_entropy(
             logits, target, label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
             reduction=self.reduction, want_grad=True, check_labels=mode)
+        return loss
+
+    def _forward_weighted(self, logits, target):
+        # Not the fused kernel (kernels/softmax_cross_entropy.cu), which has no class
+        # weights: the xp path below runs on both backends, a few more passes over (N, C)
+        # on a GPU. Passing weights through the kernel is a kernel change, not a loss one.
+        name = type(self).__name__
+        a = check_inputs(name, logits, target, self.label_smoothing, self.ignore_index, self.reduction)
+        check_weight_shape(name, self._weights.host, a.C)
+        if not a.soft:
+            check_labels_now(name, target, a)
+        with backend.device_of(logits):
+            loss, self._dlogits, self.n_valid = weighted_cross_entropy(
+                logits, target, self._weights.on(logits), a.eps, a.ignore_index, self.reduction)
         return loss
 
     def backward(self, grad=1.0):
@@ -137,4 +164,6 @@ class SoftmaxCrossEntropy(Loss):
             parts.append(f"label_smoothing={self.label_smoothing}")
         if self.ignore_index is not None:
             parts.append(f"ignore_index={self.ignore_index}")
+        if self.weight is not None:
+            parts.append(f"weight={self.weight.tolist()}")
         return ", ".join(parts)
