@@ -48,31 +48,25 @@ def test_groups_take_their_own_values_and_defaults():
 
 
 @pytest.mark.parametrize("groups,err,match", [
-    ([{"params": []}], GpunetValueError, "non-empty"),
-    ([{"lr": 0.1}], GpunetValueError, "param_groups\\[0\\] expected a 'params' key"),
-    ([{"params": [], "weight_decy": 0}], GpunetValueError, "got keys \\['params', 'weight_decy'\\]"),
-    ([{"params": [np.zeros(2)]}], GpunetTypeError, "param_groups\\[0\\]\\['params'\\]\\[0\\] expected a gn.nn.Parameter"),
-    ([{"params": 3}], GpunetTypeError, "param_groups\\[0\\]\\['params'\\] expected a list"),
-    ([{"params": "P0"}, {"params": "P0"}], GpunetValueError, "distinct"),
-    ([{"params": "P0"}, {"params": "P1", "momentum": 1.0}], GpunetValueError,
-     "momentum expected a number in \\[0.0, 1.0\\), got 1.0 \\(in param_groups\\[1\\]\\)"),
-    ([{"params": "P0", "lr": 0.0}], GpunetValueError, "lr expected a number in \\(0.0, inf\\), got 0.0 \\(in param_groups\\[0\\]\\)"),
-    ([{"params": "P0", "nesterov": True, "momentum": 0.0}], GpunetValueError, "nesterov=True expected momentum > 0"),
-    ([{"params": "P0"}, "P1"], GpunetTypeError, "either Parameters or parameter-group dicts"),
-    ({"params": "P0"}, GpunetTypeError, "got a single dict"),
+    (lambda ps: [{"params": []}], GpunetValueError, "non-empty"),
+    (lambda ps: [{"lr": 0.1}], GpunetValueError, r"param_groups\[0\] expected a 'params' key"),
+    (lambda ps: [{"params": ps, "weight_decy": 0}], GpunetValueError, r"got keys \['params', 'weight_decy'\]"),
+    (lambda ps: [{"params": [np.zeros(2)]}], GpunetTypeError,
+     r"param_groups\[0\]\['params'\]\[0\] expected a gn.nn.Parameter"),
+    (lambda ps: [{"params": 3}], GpunetTypeError, r"param_groups\[0\]\['params'\] expected a list"),
+    (lambda ps: [{"params": ps[:1]}, {"params": ps[:1]}], GpunetValueError, "distinct"),
+    (lambda ps: [{"params": ps[:1]}, {"params": ps[1:], "momentum": 1.0}], GpunetValueError,
+     r"momentum expected a number in \[0.0, 1.0\), got 1.0 \(in param_groups\[1\]\)"),
+    (lambda ps: [{"params": ps, "lr": 0.0}], GpunetValueError,
+     r"lr expected a number in \(0.0, inf\), got 0.0 \(in param_groups\[0\]\)"),
+    (lambda ps: [{"params": ps, "nesterov": True, "momentum": 0.0}], GpunetValueError,
+     "nesterov=True expected momentum > 0"),
+    (lambda ps: [{"params": ps[:1]}, ps[1]], GpunetTypeError, "either Parameters or parameter-group dicts"),
+    (lambda ps: {"params": ps}, GpunetTypeError, "got a single dict"),
 ])
 def test_bad_groups_are_refused(groups, err, match):
-    ps = _params()
-
-    def sub(v):
-        return ps[int(v[1])] if isinstance(v, str) and v.startswith("P") else v
-    if isinstance(groups, dict):
-        groups = {k: [sub(v)] if k == "params" else v for k, v in groups.items()}
-    else:
-        groups = [{k: ([sub(v)] if isinstance(v, str) else v) if k == "params" else v for k, v in g.items()}
-                  if isinstance(g, dict) else [sub(g)][0] for g in groups]
     with pytest.raises(err, match=match):
-        SGD(groups, lr=0.1)
+        SGD(groups(_params()), lr=0.1)
 
 
 def test_group_writes_are_validated_and_take_effect():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpunet as gn
-from gpunet.errors import CheckpointError, GpunetTypeError, GpunetValueError
+from gpunet.errors import GpunetTypeError, GpunetValueError
 from gpunet.nn.module import Parameter
 
 try:
@@ -68,7 +68,8 @@ def _assert_close(gparams, tparams, rtol=RTOL):
     for p, q in zip(gparams, tparams):
         want = q.detach().numpy()
         err = np.max(np.abs(p.data - want) / np.maximum(np.abs(want), 1e-300))
-        assert err <= rtol, f"{p.name}: worst relative error {err:.3g} at {np.unravel_index(np.argmax(np.abs(p.data - want)), want.shape)}"
+        at = np.unravel_index(np.argmax(np.abs(p.data - want)), want.shape)
+        assert err <= rtol, f"{p.name}: worst relative error {err:.3g} at {at}"
 
 
 CASES = [

@@ -29,9 +29,10 @@ def _norm_type(value) -> float:
     return float(value)
 
 
-def clip_grad_norm(params, max_norm: float, norm_type=2.0, eps: float = 1e-6, error_if_nonfinite: bool = False):
+def clip_grad_norm(params, max_norm: float, norm_type=2.0, error_if_nonfinite: bool = False, *, eps: float = 1e-6):
     """Scale all grads in place by min(1, max_norm / (‖g‖ + eps)), ‖g‖ the global p-norm.
 
+    Arguments in PyTorch's order (eps, gpunet's, by keyword only).
     norm_type: p > 0, or inf / "inf" for the largest |g|. Returns ‖g‖ (before clipping)
     as a 0-d device array. Everything stays on the device, so there is no host sync
     (as torch.nn.utils.clip_grad_norm_). All parameters must be on one device.

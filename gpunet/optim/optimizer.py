@@ -1,4 +1,4 @@
-"""The optimizer base class, argument checks and global gradient-norm clipping.
+"""The optimizer base class (parameter groups, state dicts) and the argument checks.
 
 An optimizer holds a list of `gn.nn.Parameter`s and updates each `.data` in place
 from its `.grad` on `step()`. Per-parameter state (momentum, Adam moments) is created
@@ -6,11 +6,18 @@ lazily at the first step, on the parameter's device and dtype, as PyTorch does: 
 model moved with `.to()` before training gets its state where its weights are.
 Updates are written with `xp` operations only, so they never sync the host.
 
+Parameters may come in groups with their own hyperparameters (groups.py); buffers
+are indexed by a parameter's position in `params`, all groups in order.
+
 state_dict() layout (arrays stay on the device; a checkpoint writer converts them):
 
     {"type": "SGD", "hyper": {"lr": 0.1, ...}, "step": 12,
+     "groups": [{"params": [0, 1], "lr": 0.1, ...}, {"params": [2], "lr": 0.01, ...}],
      "param_shapes": [[256, 784], [256], ...],
      "buffers": {"0.momentum_buffer": array, "1.momentum_buffer": array, ...}}
+
+"hyper" is the first group's; a state dict without "groups" (older ones) loads into a
+one-group optimizer.
 """
 from __future__ import annotations
 
@@ -20,8 +27,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..config import checks_enabled
-from ..errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
+from ..errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError
 from ..nn.module import Parameter
 
 

@@ -58,9 +58,10 @@ class ReduceLROnPlateau:
         self.lr = float(optimizer.lr)
 
     def _is_better(self, a) -> bool:
+        rel = self.threshold_mode == "rel"
         if self.mode == "min":
-            return a < (self.best * (1.0 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold)
-        return a > (self.best * (1.0 + self.threshold) if self.threshold_mode == "rel" else self.best + self.threshold)
+            return a < (self.best * (1.0 - self.threshold) if rel else self.best - self.threshold)
+        return a > (self.best * (1.0 + self.threshold) if rel else self.best + self.threshold)
 
     def step(self, metric) -> float:
         """Record one epoch's metric (a host number, e.g. logs["val_loss"]); returns the first group's lr."""
