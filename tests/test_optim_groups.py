@@ -231,3 +231,17 @@ def test_data_parallel_replicas_follow_every_group_lr():
     # eta_min is absolute, so the groups' lrs are not proportional: replicas must copy each one
     assert opt.param_groups[1]["lr"] / opt.lr != pytest.approx(0.1)
     trainer.engine.check_replicas()
+
+
+def test_data_parallel_replicas_follow_onecycle_momentum():
+    data = gn.data.load("digits")
+    train = gn.data.Dataset(data.x[:64], data.y[:64], data.classes)
+    gn.manual_seed(0)
+    model = gn.models.mlp([64, 8, 10])
+    opt = Adam(model.parameters(), lr=0.01)
+    sched = gn.optim.Scheduler(opt, gn.optim.OneCycle(8), unit="step")
+    trainer = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, devices=["cpu", "cpu"],
+                         schedule=sched, doctor=False)
+    trainer.fit(train, epochs=1, batch_size=16)  # 4 of 8 steps: β₁ is mid-cycle
+    assert 0.85 < opt.betas[0] < 0.95
+    trainer.engine.check_replicas()

@@ -121,11 +121,13 @@ class DataParallel:
             correct += home.asarray(c)
             start += n
         self._reduce(sizes)
-        lrs = [g["lr"] for g in self.replicas[0].optimizer.param_groups]  # each group's, as a schedule set it
-        for r in self.replicas:
+        # Every group's hyperparameters as replica 0's schedule left them (lr; OneCycle's momentum),
+        # already validated there: copied as they are.
+        hypers = [g.hyper() for g in self.replicas[0].optimizer.param_groups]
+        for k, r in enumerate(self.replicas):
             with r.device:
-                for g, lr in zip(r.optimizer.param_groups, lrs):
-                    g["lr"] = lr
+                for g, h in zip(r.optimizer.param_groups, hypers if k else ()):
+                    dict.update(g, h)
                 r.optimizer.step()
                 r.optimizer.zero_grad()
         return loss_sum / x.shape[0], correct
