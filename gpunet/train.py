@@ -156,8 +156,8 @@ class Trainer:
                     v = self.evaluate(val_loader)
                     logs.update(val_loss=v["loss"], val_accuracy=v.get("accuracy"))
                 self.epoch += 1
+                self.lr.end_epoch(logs)  # before the callbacks: a checkpoint holds the stepped schedule
                 callbacks.on_epoch_end(self.epoch - 1, logs)
-                self.lr.end_epoch()
         finally:
             callbacks.on_train_end({"epoch": self.epoch, "global_step": self.global_step})
         return self.history

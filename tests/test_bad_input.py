@@ -244,7 +244,7 @@ CATALOGUE = [
     C("linear-width", "none", lambda w: nn.Linear(0, 3), GpunetValueError, "in_features", "int >= 1", "got 0"),
     # names: the message lists the valid ones
     C("unknown-initializer", "none", lambda w: nn.Linear(3, 2, init="kaiming"), GpunetValueError, "init", "'he_normal'", "'kaiming'"),
-    C("unknown-optimizer", "mlp", lambda w: gn.optim.get("adagrad", w.m.parameters(), lr=0.1), GpunetValueError, "optimizer", "'adamw', 'rmsprop', 'sgd'", "'adagrad'"),
+    C("unknown-optimizer", "mlp", lambda w: gn.optim.get("lamb", w.m.parameters(), lr=0.1), GpunetValueError, "optimizer", "'adamw', 'nadam', 'radam', 'rmsprop', 'sgd'", "'lamb'"),
     C("unknown-dataset", "none", lambda w: gn.data.load("imagenet", download=False), GpunetValueError, "name", "'fashion-mnist', 'cifar10', 'digits'", "'imagenet'"),
     C("unknown-split", "none", lambda w: gn.data.load("digits", "validation"), GpunetValueError, "split", "'train' or 'test'", "'validation'"),
     C("unknown-activation", "none", lambda w: gn.models.mlp([4, 3], activation="gelu"), GpunetValueError, "activation", "'relu'", "'gelu'"),

@@ -1,16 +1,12 @@
-"""scripts/bench_host_overhead.py runs the real wrappers against a null CuPy and writes its JSON
+"""gpunet bench host_overhead runs the real wrappers against a null CuPy and writes its JSON
 (the figure itself is a benchmark, not asserted here). About 2 s."""
-import importlib.util
 import json
 
 import gpunet as gn
-from conftest import ROOT
 
 
 def test_bench_host_overhead_writes_json_and_restores_the_backend(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_host_overhead", ROOT / "scripts" / "bench_host_overhead.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from gpunet.bench import host_overhead as bench
     before = gn.backend._import_cupy, gn.backend._status_cache
     out = tmp_path / "r.json"
     bench.main(["--calls", "20", "--repeats", "3", "--out", str(out)])

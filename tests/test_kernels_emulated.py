@@ -555,14 +555,12 @@ def test_emulator_catches_a_broken_copy_of_a_shipped_kernel(emu, dev, monkeypatc
                 run_ce(dev, x, y, np.float32, "i64", 0.0, None, "none", False, (0, 0, 0))
 
 
-# ---------------------------------------------------------------- scripts/bench_kernels.py on the emulator
+# ---------------------------------------------------------------- gpunet bench kernels on the emulator
 
 def test_bench_kernels_times_the_deferred_path_and_the_raw_launch(emu, dev, monkeypatch):
     """kernel ms: what training runs (no label sync); sync ms: one sync per call; launch ms: exactly
     one kernel launch and nothing else."""
-    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "scripts" / "bench_kernels.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from gpunet.bench import kernels as bench
     syncs = []
     real_sync = ce_mod._raise_sync_error
     monkeypatch.setattr(ce_mod, "_raise_sync_error", lambda *a: syncs.append(1) or real_sync(*a))

@@ -147,8 +147,9 @@ def test_rmsprop_plain_centered_momentum(dev):
 
 
 def test_float32_params_keep_float32_state(dev):
-    for name, kw in [("sgd", {"lr": 0.1, "momentum": 0.9}), ("adam", {}), ("adamw", {}),
-                     ("rmsprop", {"centered": True, "momentum": 0.9})]:
+    for name, kw in [("sgd", {"lr": 0.1, "momentum": 0.9}), ("adam", {"amsgrad": True}), ("adamw", {}),
+                     ("rmsprop", {"centered": True, "momentum": 0.9}), ("nadam", {}), ("radam", {}),
+                     ("adagrad", {"initial_accumulator_value": 0.1})]:
         p = param(dev, dtype=np.float32)
         opt = get(name, [p], **kw)
         opt.step()
@@ -280,10 +281,57 @@ def test_bad_types_and_names(dev):
         SGD([param(dev)], lr="0.1")
     with pytest.raises(GpunetTypeError, match="betas"):
         Adam([param(dev)], betas=0.9)
-    with pytest.raises(GpunetValueError, match=r"\['adam', 'adamw', 'rmsprop', 'sgd'\], got 'lamb'"):
+    with pytest.raises(GpunetValueError, match=r"\['adagrad', 'adam', 'adamw', 'nadam', 'radam', 'rmsprop', 'sgd'\], got 'lamb'"):
         get("lamb", [param(dev)])
     opt = get("SGD", [param(dev)], lr=0.1)
     opt.lr = 0.0  # a schedule may reach 0
     with pytest.raises(GpunetValueError, match="lr"):
         opt.lr = -0.1
     assert opt.lr == 0.0
+
+
+# ---------------------------------------------------------------- amsgrad, Adagrad, RAdam, NAdam (by hand)
+
+def test_adam_amsgrad_keeps_the_largest_second_moment(dev):
+    p = param(dev)
+    opt = Adam([p], lr=0.1, amsgrad=True)
+    opt.step()
+    w1 = host(p.data).copy()
+    p.grad[...] = dev.asarray(np.array([0.01, 0.01]))  # v shrinks: the max keeps v₁
+    opt.step()
+    close(opt.state[0]["max_exp_avg_sq"], [0.00025, 0.001])
+    for k in range(2):
+        m = 0.9 * 0.1 * G1[k] + 0.1 * 0.01
+        vmax = 0.001 * G1[k] ** 2
+        expected = w1[k] - (0.1 / (1 - 0.9 ** 2)) * m / (math.sqrt(vmax) / math.sqrt(1 - 0.999 ** 2) + 1e-8)
+        assert host(p.data)[k] == pytest.approx(expected, rel=1e-12)
+
+
+def test_adagrad_two_steps_with_lr_decay(dev):
+    p = param(dev)
+    opt = gn.optim.Adagrad([p], lr=0.1, lr_decay=0.5, initial_accumulator_value=0.25)
+    opt.step()  # s = 0.25 + g²; w −= 0.1·g/(√s + eps)
+    s1 = [0.25 + g * g for g in G1]
+    w1 = [W0[k] - 0.1 * G1[k] / (math.sqrt(s1[k]) + 1e-10) for k in range(2)]
+    close(opt.state[0]["sum"], s1)
+    close(p.data, w1)
+    p.grad[...] = dev.asarray(np.array(G2))
+    opt.step()  # lr_2 = 0.1 / (1 + 1·0.5)
+    close(p.data, [w1[k] - (0.1 / 1.5) * G2[k] / (math.sqrt(s1[k] + G2[k] ** 2) + 1e-10) for k in range(2)])
+
+
+def test_radam_first_steps_are_sgd_with_momentum(dev):
+    p = param(dev)
+    opt = gn.optim.RAdam([p], lr=0.1)
+    opt.step()  # ρ₁ = 1999 − 2·0.999/0.001 = 1 ≤ 5: w −= lr·m/(1 − β₁) = lr·g
+    close(p.data, [W0[k] - 0.1 * G1[k] for k in range(2)])
+
+
+def test_nadam_first_step(dev):
+    p = param(dev)
+    opt = gn.optim.NAdam([p], lr=0.1)
+    opt.step()
+    mu1, mu2 = (0.9 * (1 - 0.5 * 0.96 ** (t * 4e-3)) for t in (1, 2))
+    # m = 0.1·g, v = 0.001·g², d = √(v/0.001) + eps = |g| + eps
+    close(p.data, [W0[k] - 0.1 * G1[k] / (abs(G1[k]) + 1e-8)
+                   - 0.1 * mu2 * 0.1 * G1[k] / ((1 - mu1 * mu2) * (abs(G1[k]) + 1e-8)) for k in range(2)])

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpunet as gn  # noqa: E402
 from gpunet import ops  # noqa: E402
 from gpunet.ops import relu as relu_mod  # noqa: E402

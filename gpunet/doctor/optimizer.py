@@ -18,7 +18,8 @@ STEP_RATIO = 1.0  # ‖Δw‖ / ‖w‖ above this in one step
 
 
 def _is_adaptive(optimizer) -> bool:
-    return isinstance(optimizer, (optim.Adam, optim.RMSprop))
+    # RAdam is not here: its first steps (ρ_t ≤ 5) are SGD with momentum, lr·g.
+    return isinstance(optimizer, (optim.Adam, optim.RMSprop, optim.NAdam, optim.Adagrad))
 
 
 def grad_scale(trainer) -> int:

@@ -16,9 +16,11 @@ from ..ops import REDUCTIONS
 
 
 class Loss:
+    REDUCTIONS = REDUCTIONS  # a loss may add its own (KLDivLoss: "batchmean")
+
     def __init__(self, reduction: str = "mean"):
-        if reduction not in REDUCTIONS:
-            raise GpunetValueError(f"{type(self).__name__}: reduction expected one of {REDUCTIONS}, "
+        if reduction not in self.REDUCTIONS:
+            raise GpunetValueError(f"{type(self).__name__}: reduction expected one of {self.REDUCTIONS}, "
                                    f"got {reduction!r}")
         self.reduction = reduction
 

@@ -13,7 +13,9 @@ With `pos_weight` (PyTorch's BCEWithLogitsLoss), positives are weighted by pw:
 ℓ = −[pw·t·log σ(z) + (1−t)·log(1−σ(z))] = (1−t)·z + lw·softplus(−z) with
 lw = 1 + (pw−1)·t, and ∂ℓ/∂z = (1−t) − lw·(1−σ(z)).
 
-Reductions follow PyTorch: "mean" averages over all elements.
+Reductions follow PyTorch: "mean" averages over all elements. `weight` (both classes,
+as PyTorch's): per-element weights broadcastable to pred's shape, multiplying ℓ and ∂ℓ;
+"mean" still divides by the number of elements.
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ class BCEWithLogits(ElementwiseLoss):
 
     pos_weight: None, a positive scalar, or an array broadcastable to pred's shape
     (e.g. (C,) for pred (N, C)): the weight of the positive term per class.
+    weight: None or per-element weights >= 0 broadcastable to pred's shape.
     """
 
-    def __init__(self, reduction: str = "mean", pos_weight=None):
-        super().__init__(reduction)
+    def __init__(self, reduction: str = "mean", pos_weight=None, weight=None):
+        super().__init__(reduction, weight)
         if pos_weight is not None:
             arr = np.asarray(pos_weight)
             if arr.dtype.kind not in "iuf":
@@ -88,7 +91,8 @@ class BCEWithLogits(ElementwiseLoss):
 
     def extra_repr(self) -> str:
         pw = "" if self.pos_weight is None else f", pos_weight={self.pos_weight.tolist()}"
-        return f"reduction={self.reduction!r}{pw}"
+        w = "" if self.weight is None else f", weight={self.weight.tolist()}"
+        return f"reduction={self.reduction!r}{pw}{w}"
 
 
 class BCE(ElementwiseLoss):
@@ -100,10 +104,11 @@ class BCE(ElementwiseLoss):
     clamp is flat. A saturated wrong prediction therefore gets no gradient; that is
     why BCEWithLogits on the logits is the better choice for training.
     (PyTorch instead clamps each log at −100 and keeps a non-zero gradient.)
+    weight: None or per-element weights >= 0 broadcastable to pred's shape.
     """
 
-    def __init__(self, reduction: str = "mean", eps: float = 1e-7):
-        super().__init__(reduction)
+    def __init__(self, reduction: str = "mean", eps: float = 1e-7, weight=None):
+        super().__init__(reduction, weight)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < 0.5):
             raise GpunetValueError(f"{type(self).__name__}: eps expected a number in (0, 0.5), got {eps!r}")
         self.eps = float(eps)
@@ -128,4 +133,5 @@ class BCE(ElementwiseLoss):
         return d
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, eps={self.eps}"
+        w = "" if self.weight is None else f", weight={self.weight.tolist()}"
+        return f"reduction={self.reduction!r}, eps={self.eps}{w}"

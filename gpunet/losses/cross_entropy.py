@@ -7,6 +7,9 @@ The log-sum-exp is shifted by the row max (stable for |x| ~ 1e4); log(softmax) i
 formed. Forward computes the loss and dlogits in one call of
 `gpunet.ops.softmax_cross_entropy` and caches dlogits; backward only scales it.
 Label smoothing: Szegedy et al. 2016, "Rethinking the Inception architecture".
+
+Class weights (`weight=`, PyTorch's semantics, formulas in class_weights.py) take the
+`xp` path on every device: the fused kernel has no weights.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from .. import backend
 from ..checks import checks_enabled
 from ..errors import GpunetTypeError, GpunetValueError, NonFiniteError, ShapeError
 from ..ops import raise_deferred_errors, softmax_cross_entropy, softmax_cross_entropy_eval
-from ..ops.softmax_cross_entropy_xp import check_options
+from ..ops.softmax_cross_entropy_xp import check_inputs, check_labels_now, check_options
 from .base import Loss
+from .class_weights import WeightCache, check_class_weight, check_weight_shape, weighted_cross_entropy
 
 # How far a soft-target row sum may be from 1 when target checks are on.
 ROW_SUM_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
@@ -38,13 +42,19 @@ class SoftmaxCrossEntropy(Loss):
     every row is ignored the mean is NaN and the gradient 0 (as in PyTorch).
     check_targets=True (or checks on) verifies that soft-target rows sum to 1; checks on
     also scan the logits for NaN/Inf (NonFiniteError). Both cost a sync.
+    weight: None or (C,) class weights >= 0, as PyTorch's CrossEntropyLoss(weight=...):
+    row i is weighted by w[y_i] and "mean" divides by Σ w[y_i] over rows not ignored
+    (label smoothing's term weights class j by w_j; soft targets: Σ_j w_j t'_ij (lse − x_ij),
+    "mean" over N). Weighted calls check labels at once (a sync on a GPU).
     """
 
     def __init__(self, reduction="mean", label_smoothing=0.0, ignore_index=None, check_targets=False,
-                 *, check_labels=None):
+                 *, check_labels=None, weight=None):
         super().__init__(reduction)
         check_options(type(self).__name__, label_smoothing, ignore_index, reduction,
                       "sync" if check_labels is None else check_labels)
+        self.weight = check_class_weight(type(self).__name__, weight)
+        self._weights = WeightCache(self.weight) if self.weight is not None else None
         self.label_smoothing = float(label_smoothing)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.check_targets = bool(check_targets)
@@ -105,6 +115,8 @@ class SoftmaxCrossEntropy(Loss):
     def forward(self, logits, target):
         logits, target = self._prepare(logits, target)
         self._check_values(logits, target)
+        if self.weight is not None:
+            return self._forward_weighted(logits, target)
         mode = self._label_mode()
         loss, self._dlogits, self.n_valid = softmax_cross_entropy(
             logits, target, label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
@@ -115,6 +127,8 @@ class SoftmaxCrossEntropy(Loss):
         """(loss_sum, n_valid, n_correct) through the fused forward-only kernel: no dlogits is
         written and the backward state of the last `forward` is left as it was. Ignored rows
         count in none of the three."""
+        if self.weight is not None:  # no fused weighted path: forward, and its mean times the rows
+            return super().evaluate(logits, target)
         logits, target = self._prepare(logits, target)
         self._check_values(logits, target)
         return softmax_cross_entropy_eval(logits, target, label_smoothing=self.label_smoothing,
@@ -123,6 +137,20 @@ class SoftmaxCrossEntropy(Loss):
     def raise_deferred_errors(self, device) -> None:
         """Bad labels the kernel recorded on `device` in "deferred" mode (a sync: logging points only)."""
         raise_deferred_errors(device)
+
+    def _forward_weighted(self, logits, target):
+        # Not the fused kernel (kernels/softmax_cross_entropy.cu), which has no class
+        # weights: the xp path below runs on both backends, a few more passes over (N, C)
+        # on a GPU. Passing weights through the kernel is a kernel change, not a loss one.
+        name = type(self).__name__
+        a = check_inputs(name, logits, target, self.label_smoothing, self.ignore_index, self.reduction)
+        check_weight_shape(name, self._weights.host, a.C)
+        if not a.soft:
+            check_labels_now(name, target, a)
+        with backend.device_of(logits):
+            loss, self._dlogits, self.n_valid = weighted_cross_entropy(
+                logits, target, self._weights.on(logits), a.eps, a.ignore_index, self.reduction)
+        return loss
 
     def backward(self, grad=1.0):
         """d(grad · loss)/d(logits). grad: a scalar, or (N,) per-row weights for "none"."""
@@ -147,4 +175,6 @@ class SoftmaxCrossEntropy(Loss):
             parts.append(f"label_smoothing={self.label_smoothing}")
         if self.ignore_index is not None:
             parts.append(f"ignore_index={self.ignore_index}")
+        if self.weight is not None:
+            parts.append(f"weight={self.weight.tolist()}")
         return ", ".join(parts)

@@ -105,12 +105,40 @@ def upstream_scale(loss, xp, grad, reduction, count, out_shape):
     return grad / count if reduction == "mean" else grad
 
 
-class ElementwiseLoss(Loss):
-    """Base of BCEWithLogits, BCE and MSE: subclasses give `_forward` and `_derivative`."""
+def check_element_weight(loss, weight):
+    """None, or a float64 host array of finite, non-negative weights (broadcast against pred)."""
+    if weight is None:
+        return None
+    arr = backend.to_numpy(weight) if hasattr(weight, "shape") else np.asarray(weight)
+    if arr.dtype.kind not in "iuf":
+        raise GpunetTypeError(f"{loss}: weight expected a number or numeric array, got dtype {arr.dtype}")
+    if not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
+        raise GpunetValueError(f"{loss}: weight expected finite values >= 0, got {arr.tolist()}")
+    return arr.astype(np.float64)
 
-    def __init__(self, reduction: str = "mean"):
+
+class ElementwiseLoss(Loss):
+    """Base of BCEWithLogits, BCE, MSE, L1, SmoothL1, Huber, KLDiv: subclasses give `_forward`
+    and `_derivative`.
+
+    `weight` (BCE and BCEWithLogits, as PyTorch's): an array broadcastable to pred's shape
+    that multiplies each element's loss and derivative; "mean" still divides by numel.
+    """
+
+    def __init__(self, reduction: str = "mean", weight=None):
         super().__init__(reduction)
         self._cache = None
+        self.weight = check_element_weight(type(self).__name__, weight)
+        self._w_cache = {}  # (array module, device, dtype) -> weight on that device
+
+    def _weight_on(self, pred):
+        if not broadcasts_to(self.weight.shape, pred.shape):
+            raise ShapeError(f"{self}: weight shape {self.weight.shape} does not broadcast to "
+                             f"pred shape {tuple(pred.shape)}")
+        key = (backend.xp_of(pred).__name__, str(getattr(pred, "device", "cpu")), pred.dtype.str)
+        if key not in self._w_cache:
+            self._w_cache[key] = backend.device_of(pred).asarray(self.weight, dtype=pred.dtype)
+        return self._w_cache[key]
 
     def _forward(self, xp, pred, target):
         """Element-wise loss array; stores what `_derivative` needs in self._cache."""
@@ -131,6 +159,11 @@ class ElementwiseLoss(Loss):
         self._check_inputs(xp, pred, target)
         values = self._forward(xp, pred, target)
         self._shape = tuple(pred.shape)
+        self._w = None if self.weight is None else self._weight_on(pred)
+        if self._w is not None:
+            values = values * self._w
+        if self.reduction == "batchmean":  # KLDivLoss: Σ ℓ / N
+            return values.sum() / values.shape[0]
         return reduce(xp, values, self.reduction)
 
     def backward(self, grad=1.0):
@@ -138,7 +171,12 @@ class ElementwiseLoss(Loss):
             raise GpunetValueError(f"{self}.backward called before forward: call forward(pred, target) first")
         xp = backend.xp_of(*self._cache)
         count = int(np.prod(self._shape))
-        scale = upstream_scale(self, xp, grad, self.reduction, count, self._shape)
+        reduction = self.reduction
+        if reduction == "batchmean":  # KLDivLoss: a mean over the N rows only
+            reduction, count = "mean", self._shape[0]
+        scale = upstream_scale(self, xp, grad, reduction, count, self._shape)
         d = self._derivative(xp)
+        if self._w is not None:
+            d *= self._w
         d *= scale
         return d

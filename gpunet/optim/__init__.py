@@ -10,25 +10,33 @@ load_state_dict(). See optimizer.py for the state-dict layout.
 """
 from . import schedules  # noqa: F401
 from ..errors import GpunetValueError
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .optimizer import Optimizer, clip_grad_norm  # noqa: F401
+from .clip import clip_grad_norm, clip_grad_norm_, clip_grad_value, clip_grad_value_  # noqa: F401
+from .groups import ParamGroup  # noqa: F401
+from .optimizer import Optimizer
+from .plateau import ReduceLROnPlateau
+from .radam import NAdam, RAdam
 from .rmsprop import RMSprop
-from .schedules import (Chain, Compose, Constant, Cosine, Exponential, LinearScaling,  # noqa: F401
-                        LinearWarmup, Schedule, Scheduler, StepLR, StepScheduler, linear_scaling,
-                        linear_scaling_warmup)
+from .schedules import (Chain, Compose, Constant, Cosine, CosineWarmRestarts, Exponential,  # noqa: F401
+                        LinearScaling, LinearWarmup, MultiStep, OneCycle, Polynomial, Schedule, Scheduler,
+                        StepLR, StepScheduler, linear_scaling, linear_scaling_warmup)
 from .sgd import SGD
 
-OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
+              "nadam": NAdam, "radam": RAdam}
 
 
 def get(name: str, params, **kw) -> Optimizer:
-    """An optimizer by name ("sgd", "rmsprop", "adam", "adamw"), built with `params` and `kw`."""
+    """An optimizer by name (a key of OPTIMIZERS), built with `params` and `kw`."""
     cls = OPTIMIZERS.get(name.lower() if isinstance(name, str) else name)
     if cls is None:
         raise GpunetValueError(f"optimizer: name expected one of {sorted(OPTIMIZERS)}, got {name!r}")
     return cls(params, **kw)
 
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm", "get", "schedules",
-           "Schedule", "Scheduler", "StepScheduler", "Constant", "StepLR", "Exponential", "Cosine", "LinearWarmup",
+__all__ = ["Optimizer", "ParamGroup", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
+           "clip_grad_norm", "clip_grad_norm_", "clip_grad_value", "clip_grad_value_", "get", "schedules",
+           "Schedule", "Scheduler", "StepScheduler", "Constant", "StepLR", "MultiStep", "Exponential", "Cosine",
+           "CosineWarmRestarts", "Polynomial", "OneCycle", "ReduceLROnPlateau", "LinearWarmup",
            "LinearScaling", "Chain", "Compose", "linear_scaling", "linear_scaling_warmup"]

@@ -7,6 +7,8 @@ At step t (g the gradient, w the weight; m and v start at zero):
     m ← β₁ m + (1 − β₁) g
     v ← β₂ v + (1 − β₂) g²
     w ← w − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + eps)
+    amsgrad:  v̂max ← max(v̂max, v), used in place of v in the step  (Reddi et al. 2018,
+              "On the convergence of Adam and beyond"; PyTorch's form, v̂max starts at 0)
 
 With Adam's L2 the decay term is divided by √v like the gradient, so weights with
 large gradients are decayed less; AdamW's decoupled decay shrinks every weight by the
@@ -21,41 +23,53 @@ from ..errors import GpunetTypeError
 from .optimizer import Optimizer, check_number
 
 
-class Adam(Optimizer):
-    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0); weight decay is L2."""
+def check_betas(name, h, out):
+    betas = h["betas"]
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise GpunetTypeError(f"{name}: betas expected a pair (beta1, beta2), got {betas!r}")
+    # A list, not a tuple: the state dict round-trips through JSON unchanged.
+    out["betas"] = [check_number(name, f"betas[{k}]", b, lo=0.0, hi=1.0, hi_open=True)
+                    for k, b in enumerate(betas)]
+    out["eps"] = check_number(name, "eps", h["eps"], lo=0.0, lo_open=True)
+    out["weight_decay"] = check_number(name, "weight_decay", h["weight_decay"], lo=0.0)
+    return out
 
-    HYPER = ("lr", "betas", "eps", "weight_decay")
+
+def check_bool(name, arg, value):
+    if not isinstance(value, bool):
+        raise GpunetTypeError(f"{name}: {arg} expected a bool, got {value!r}")
+    return value
+
+
+class Adam(Optimizer):
+    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False); L2 decay."""
+
+    HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    ADDED_HYPER = {"amsgrad": False}
     DECOUPLED = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
     def _check_hyper(self, h: dict) -> dict:
         name = type(self).__name__
-        out = super()._check_hyper(h)
-        betas = h["betas"]
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise GpunetTypeError(f"{name}: betas expected a pair (beta1, beta2), got {betas!r}")
-        # A list, not a tuple: the state dict round-trips through JSON unchanged.
-        out["betas"] = [check_number(name, f"betas[{k}]", b, lo=0.0, hi=1.0, hi_open=True)
-                        for k, b in enumerate(betas)]
-        out["eps"] = check_number(name, "eps", h["eps"], lo=0.0, lo_open=True)
-        out["weight_decay"] = check_number(name, "weight_decay", h["weight_decay"], lo=0.0)
+        out = check_betas(name, h, super()._check_hyper(h))
+        out["amsgrad"] = check_bool(name, "amsgrad", h["amsgrad"])
         return out
 
     def _buffer_names(self, hyper: dict) -> tuple:
-        return ("exp_avg", "exp_avg_sq")
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hyper["amsgrad"] else ())
 
-    def _update(self, i, p):
+    def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
         g = p.grad
-        if self.weight_decay and self.DECOUPLED:
-            w *= 1.0 - self.lr * self.weight_decay
-        elif self.weight_decay:
-            g = xp.multiply(w, self.weight_decay)  # g + wd·w in a fresh array: p.grad stays as it was
+        if h["weight_decay"] and self.DECOUPLED:
+            w *= 1.0 - h["lr"] * h["weight_decay"]
+        elif h["weight_decay"]:
+            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
             g += p.grad
         m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
-        b1, b2 = self.betas
+        b1, b2 = h["betas"]
         tmp = xp.multiply(g, 1.0 - b1)  # the one scratch array of this update
         m *= b1
         m += tmp
@@ -65,20 +79,24 @@ class Adam(Optimizer):
         v += tmp
         # Bias corrections are host floats from the step count: no device value is read.
         t = self.step_count
-        step_size = self.lr / (1.0 - b1 ** t)
+        step_size = h["lr"] / (1.0 - b1 ** t)
+        if h["amsgrad"]:
+            vmax = self._buffer(i, "max_exp_avg_sq")
+            xp.maximum(vmax, v, out=vmax)
+            v = vmax
         xp.sqrt(v, out=tmp)
         tmp /= math.sqrt(1.0 - b2 ** t)
-        tmp += self.eps
+        tmp += h["eps"]
         xp.divide(m, tmp, out=tmp)
         tmp *= step_size
         w -= tmp
 
 
 class AdamW(Adam):
-    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2); decoupled decay."""
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False); decoupled."""
 
     DECOUPLED = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 

@@ -1,4 +1,4 @@
-"""The optimizer base class, argument checks and global gradient-norm clipping.
+"""The optimizer base class (parameter groups, state dicts) and the argument checks.
 
 An optimizer holds a list of `gn.nn.Parameter`s and updates each `.data` in place
 from its `.grad` on `step()`. Per-parameter state (momentum, Adam moments) is created
@@ -6,11 +6,18 @@ lazily at the first step, on the parameter's device and dtype, as PyTorch does: 
 model moved with `.to()` before training gets its state where its weights are.
 Updates are written with `xp` operations only, so they never sync the host.
 
+Parameters may come in groups with their own hyperparameters (groups.py); buffers
+are indexed by a parameter's position in `params`, all groups in order.
+
 state_dict() layout (arrays stay on the device; a checkpoint writer converts them):
 
     {"type": "SGD", "hyper": {"lr": 0.1, ...}, "step": 12,
+     "groups": [{"params": [0, 1], "lr": 0.1, ...}, {"params": [2], "lr": 0.01, ...}],
      "param_shapes": [[256, 784], [256], ...],
      "buffers": {"0.momentum_buffer": array, "1.momentum_buffer": array, ...}}
+
+"hyper" is the first group's; a state dict without "groups" (older ones) loads into a
+one-group optimizer.
 """
 from __future__ import annotations
 
@@ -51,35 +58,87 @@ def check_params(owner: str, params) -> list:
 # ---------------------------------------------------------------- base class
 
 class Optimizer:
-    """Base class. Subclasses set HYPER (names, in order), `_check_hyper`, `_buffer_names`, `_update`."""
+    """Base class. Subclasses set HYPER (names, in order), `_check_hyper`, `_buffer_names`, `_update`.
+
+    params: a list of Parameters (or a Module), or a list of parameter-group dicts
+    (see groups.py). `param_groups` holds the groups, `params` every parameter in
+    group order, and `state[i]` the buffers of params[i]. `_update(i, p, group)` reads
+    its hyperparameters from `group`. `opt.<hyperparameter>` reads the first group's
+    value; assigning it sets that value in every group (validated first).
+    """
 
     HYPER = ("lr",)
+    # Hyperparameters added after the state-dict format was fixed, with the value an
+    # older state dict implies (it loads as if written with that value).
+    ADDED_HYPER: dict = {}
 
     def __init__(self, params, lr, **hyper):
-        name = type(self).__name__
-        self.params = check_params(name, params)
-        check_number(name, "lr", lr, lo=0.0, lo_open=True)  # a user-given lr must be > 0
-        for k, v in self._check_hyper(dict(lr=lr, **hyper)).items():
-            setattr(self, k, v)
+        from .groups import make_groups
+        self._check_lr_positive(lr)
+        self.defaults = self._check_hyper(dict(lr=lr, **hyper))
+        self.param_groups = make_groups(self, params, self.defaults, check_params)
+        self.params = [p for g in self.param_groups for p in g["params"]]
         self.step_count = 0
         self.state = [dict() for _ in self.params]
+        self._lr_ratios = self._ratios()
+
+    def _check_lr_positive(self, lr) -> None:
+        check_number(type(self).__name__, "lr", lr, lo=0.0, lo_open=True)  # a user-given lr must be > 0
 
     # -- hyperparameters
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: hyperparameters live in the groups.
+        if name in type(self).HYPER and "param_groups" in self.__dict__:
+            return self.param_groups[0][name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if name != "lr" and name in type(self).HYPER and "param_groups" in self.__dict__:
+            checked = [self._check_hyper({**g.hyper(), name: value}) for g in self.param_groups]
+            for g, h in zip(self.param_groups, checked):  # all valid: now change them
+                dict.__setitem__(g, name, h[name])
+            return
+        object.__setattr__(self, name, value)
+
     @property
     def lr(self) -> float:
-        return self._lr
+        """The first group's lr (the only one's, without groups).
+
+        Setting it sets every group's lr to the value; groups that were given different
+        lrs keep their ratio to the first group's, so warmup, the linear scaling rule and
+        data-parallel replicas scale every group alike.
+        """
+        return self.param_groups[0]["lr"]
 
     @lr.setter
     def lr(self, value) -> None:
         # >= 0, not > 0: a schedule may legitimately reach 0 (warmup start, cosine end).
-        self._lr = check_number(type(self).__name__, "lr", value, lo=0.0)
+        v = check_number(type(self).__name__, "lr", value, lo=0.0)
+        lrs = [g["lr"] for g in self.param_groups]
+        if lrs[0] > 0:
+            self._lr_ratios = self._ratios()
+        for g, lr, ratio in zip(self.param_groups, lrs, self._lr_ratios):
+            if ratio == 1.0:
+                new = v
+            elif lrs[0] > 0:
+                new = lr * (v / lrs[0])
+            else:  # the first group is at 0: the last known ratios
+                new = v * ratio
+            dict.__setitem__(g, "lr", new)
+
+    def _ratios(self) -> list:
+        lrs = [g["lr"] for g in self.param_groups]
+        if lrs[0] <= 0:
+            return getattr(self, "_lr_ratios", [1.0] * len(lrs))
+        return [1.0 if lr == lrs[0] else lr / lrs[0] for lr in lrs]
 
     def _check_hyper(self, hyper: dict) -> dict:
         """Validated, normalized hyperparameters (JSON-able scalars), in HYPER order."""
         return {"lr": check_number(type(self).__name__, "lr", hyper["lr"], lo=0.0)}
 
     def hyper(self) -> dict:
-        return {k: getattr(self, k) for k in self.HYPER}
+        """The first group's hyperparameters (all of them, without groups)."""
+        return self.param_groups[0].hyper()
 
     def _buffer_names(self, hyper: dict) -> tuple:
         """Names of the per-parameter state buffers these hyperparameters need."""
@@ -92,10 +151,13 @@ class Optimizer:
         # CuPy allocates on the *current* GPU: make the parameters' GPU current (one
         # optimizer's parameters live on one device, e.g. one data-parallel replica).
         with backend.device_of(self.params[0].data):
-            for i, p in enumerate(self.params):
-                self._update(i, p)
+            i = 0
+            for group in self.param_groups:
+                for p in group["params"]:
+                    self._update(i, p, group)
+                    i += 1
 
-    def _update(self, i: int, p: Parameter) -> None:
+    def _update(self, i: int, p: Parameter, group: dict) -> None:
         raise NotImplementedError(f"{type(self).__name__}._update")
 
     def zero_grad(self) -> None:
@@ -117,17 +179,64 @@ class Optimizer:
         return buf
 
     # -- state
+    def _group_index(self) -> list:
+        """[[indices into params] per group]."""
+        out, i = [], 0
+        for g in self.param_groups:
+            out.append(list(range(i, i + len(g["params"]))))
+            i += len(g["params"])
+        return out
+
     def state_dict(self) -> dict:
-        """Copies of the state (arrays on their device), hyperparameters and step count."""
+        """Copies of the state (arrays on their device), hyperparameters, groups and step count.
+
+        "hyper" is the first group's; "groups" lists each group's parameter indices and
+        hyperparameters (PyTorch's layout, with indices for params)."""
         buffers = {}
         for i, st in enumerate(self.state):
             for name, buf in st.items():
                 buffers[f"{i}.{name}"] = buf.copy()
-        return {"type": type(self).__name__, "hyper": self.hyper(), "step": int(self.step_count),
-                "param_shapes": [list(p.shape) for p in self.params], "buffers": buffers}
+        groups = [{"params": idx, **g.hyper()} for idx, g in zip(self._group_index(), self.param_groups)]
+        return {"type": type(self).__name__, "hyper": self.hyper(), "groups": groups,
+                "step": int(self.step_count), "param_shapes": [list(p.shape) for p in self.params],
+                "buffers": buffers}
+
+    def _check_one_hyper(self, where: str, hyper, problems: list):
+        """`hyper` validated (older state dicts get ADDED_HYPER filled in), or None with a problem noted."""
+        hyper = dict(hyper) if isinstance(hyper, dict) else {}
+        for k, v in self.ADDED_HYPER.items():
+            hyper.setdefault(k, v)
+        if set(hyper) != set(self.HYPER):
+            problems.append(f"{where} keys: expected {sorted(self.HYPER)}, got {sorted(hyper)}")
+            return None
+        try:
+            return self._check_hyper(hyper)
+        except GpunetError as e:
+            problems.append(f"{where}: {e}")
+            return None
+
+    def _check_groups(self, d, hyper, problems) -> list:
+        """Each group's validated hyperparameters from `d` (a state dict without "groups": `hyper` for one group)."""
+        if "groups" not in d:
+            if len(self.param_groups) != 1:
+                problems.append(f"groups: expected {len(self.param_groups)} parameter groups, got a state "
+                                f"dict without groups")
+            return [hyper]
+        got = d["groups"]
+        if not isinstance(got, list) or len(got) != len(self.param_groups):
+            n = len(got) if isinstance(got, list) else type(got).__name__
+            problems.append(f"groups: expected {len(self.param_groups)} parameter groups, got {n}")
+            return []
+        out = []
+        for k, (g, idx) in enumerate(zip(got, self._group_index())):
+            g = dict(g) if isinstance(g, dict) else {}
+            if [int(i) for i in g.pop("params", [])] != idx:
+                problems.append(f"groups[{k}] params: expected indices {idx}, got {g.get('params')}")
+            out.append(self._check_one_hyper(f"groups[{k}] hyper", g, problems))
+        return out
 
     def _validate_state(self, d) -> tuple:
-        """(hyper, step, buffers) from `d`, or CheckpointError listing every mismatch."""
+        """(group hypers, step, buffers) from `d`, or CheckpointError listing every mismatch."""
         me = type(self).__name__
         if not isinstance(d, dict):
             raise CheckpointError(f"{me}.load_state_dict: expected a dict, got {type(d).__name__}")
@@ -137,14 +246,8 @@ class Optimizer:
         if d["type"] != me:
             raise CheckpointError(f"{me}.load_state_dict: expected type {me!r}, got {d['type']!r}")
         problems = []
-        hyper = dict(d["hyper"]) if isinstance(d["hyper"], dict) else {}
-        if set(hyper) != set(self.HYPER):
-            problems.append(f"hyper keys: expected {sorted(self.HYPER)}, got {sorted(hyper)}")
-        else:
-            try:
-                hyper = self._check_hyper(hyper)
-            except GpunetError as e:
-                problems.append(f"hyper: {e}")
+        hyper = self._check_one_hyper("hyper", d["hyper"], problems)
+        groups = self._check_groups(d, hyper, problems)
         step = d["step"]
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             problems.append(f"step: expected a non-negative int, got {step!r}")
@@ -153,16 +256,18 @@ class Optimizer:
         if [list(s) for s in got_shapes] != shapes:
             problems.append(f"param_shapes: expected {shapes}, got {[list(s) for s in got_shapes]}")
         if not problems:
-            problems += self._check_buffers(hyper, int(step), d["buffers"])
+            problems += self._check_buffers(groups, int(step), d["buffers"])
         if problems:
             raise CheckpointError(f"{me}.load_state_dict: " + "; ".join(problems))
-        return hyper, int(step), d["buffers"]
+        return groups, int(step), d["buffers"]
 
-    def _check_buffers(self, hyper: dict, step: int, buffers: dict) -> list:
+    def _check_buffers(self, groups: list, step: int, buffers: dict) -> list:
         if not isinstance(buffers, dict):
             return [f"buffers: expected a dict, got {type(buffers).__name__}"]
-        names = self._buffer_names(hyper) if step > 0 else ()
-        expected = {f"{i}.{n}" for i in range(len(self.params)) for n in names}
+        expected = set()
+        for hyper, idx in zip(groups, self._group_index()):
+            names = self._buffer_names(hyper) if step > 0 else ()
+            expected |= {f"{i}.{n}" for i in idx for n in names}
         problems = []
         missing, unexpected = sorted(expected - set(buffers)), sorted(set(buffers) - expected)
         if missing:
@@ -176,49 +281,25 @@ class Optimizer:
         return problems
 
     def load_state_dict(self, d: dict) -> None:
-        """Restore hyperparameters, step count and buffers. Validates everything first:
-        on error a CheckpointError names every mismatch and nothing changes."""
-        hyper, step, buffers = self._validate_state(d)
+        """Restore hyperparameters (per group), step count and buffers. Validates everything
+        first: on error a CheckpointError names every mismatch and nothing changes."""
+        groups, step, buffers = self._validate_state(d)
         state = [dict() for _ in self.params]
         for key, arr in buffers.items():
             i, name = key.split(".", 1)
             p = self.params[int(i)]
             buf = backend.device_of(p.data).asarray(arr, dtype=p.data.dtype)
             state[int(i)][name] = buf.copy() if buf is arr else buf  # never alias the caller's dict
-        for k, v in hyper.items():
-            setattr(self, k, v)
+        for g, hyper in zip(self.param_groups, groups):
+            dict.update(g, hyper)
         self.step_count, self.state = step, state
+        self._lr_ratios = self._ratios()
 
     def __repr__(self):
-        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyper().items()) + ")"
+        groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyper().items()) + groups + ")"
 
 
 # ---------------------------------------------------------------- gradient clipping
-
-def clip_grad_norm(params, max_norm: float, eps: float = 1e-6):
-    """Scale all grads in place by min(1, max_norm / (‖g‖ + eps)), ‖g‖ the global L2 norm.
-
-    Returns ‖g‖ (before clipping) as a 0-d device array. Everything stays on the
-    device, so there is no host sync (as torch.nn.utils.clip_grad_norm_). All
-    parameters must be on one device. With gn.checks() on, a NaN/Inf norm raises.
-    """
-    params = check_params("clip_grad_norm", params)
-    max_norm = check_number("clip_grad_norm", "max_norm", max_norm, lo=0.0, lo_open=True)
-    with backend.device_of(params[0].grad):  # CuPy allocates on the current GPU
-        return _clip(params, max_norm, eps)
-
-
-def _clip(params, max_norm, eps):
-    xp = backend.xp_of(params[0].grad)
-    total = None
-    for p in params:
-        flat = p.grad.reshape(-1)
-        sq = xp.dot(flat, flat)  # Σ g² without a squared temporary
-        total = sq if total is None else total + sq
-    norm = xp.sqrt(xp.asarray(total))
-    if checks_enabled() and not bool(xp.isfinite(norm)):  # sync: checks only
-        raise NonFiniteError(f"clip_grad_norm: expected finite gradients, got total norm {float(norm)}")
-    coef = xp.minimum(max_norm / (norm + eps), 1.0)
-    for p in params:
-        p.grad *= coef.astype(p.grad.dtype, copy=False)
-    return norm
+# (clip_grad_norm and clip_grad_value live in clip.py)
+from .clip import clip_grad_norm, clip_grad_value  # noqa: E402,F401  (the old import path keeps working)

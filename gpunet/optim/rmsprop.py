@@ -43,19 +43,19 @@ class RMSprop(Optimizer):
         return (("square_avg",) + (("momentum_buffer",) if hyper["momentum"] else ())
                 + (("grad_avg",) if hyper["centered"] else ()))
 
-    def _update(self, i, p):
+    def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
         g = p.grad
-        if self.weight_decay:
-            g = xp.multiply(w, self.weight_decay)  # g + wd·w in a fresh array: p.grad stays as it was
+        if h["weight_decay"]:
+            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
             g += p.grad
-        a = self.alpha
+        a = h["alpha"]
         s = self._buffer(i, "square_avg")
         tmp = xp.multiply(g, g)  # the one scratch array of this update
         tmp *= 1.0 - a
         s *= a
         s += tmp
-        if self.centered:
+        if h["centered"]:
             gbar = self._buffer(i, "grad_avg")
             xp.multiply(g, 1.0 - a, out=tmp)
             gbar *= a
@@ -66,13 +66,13 @@ class RMSprop(Optimizer):
             xp.sqrt(tmp, out=tmp)
         else:
             xp.sqrt(s, out=tmp)
-        tmp += self.eps
+        tmp += h["eps"]
         xp.divide(g, tmp, out=tmp)  # g / a
-        if self.momentum:
+        if h["momentum"]:
             b = self._buffer(i, "momentum_buffer")
-            b *= self.momentum
+            b *= h["momentum"]
             b += tmp
-            xp.multiply(b, self.lr, out=tmp)
+            xp.multiply(b, h["lr"], out=tmp)
         else:
-            tmp *= self.lr
+            tmp *= h["lr"]
         w -= tmp

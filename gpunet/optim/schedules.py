@@ -16,6 +16,9 @@ the learning rate at t: `lr_at(t, base_lr)`; `factor(t)` = lr_at(t, 1.0).
     Chain(s1, s2, ...)             lr = s_n(...s2(s1(base)))  — each transforms the previous lr;
                                    for multiplicative schedules that is the product of factors
 
+MultiStep, Polynomial, CosineWarmRestarts and OneCycle live in annealing.py, and
+ReduceLROnPlateau (driven by a validation metric, not by t) in plateau.py.
+
 The linear scaling rule with gradual warmup (Goyal et al. 2017, "Accurate, Large
 Minibatch SGD"): with k replicas use lr·k, reached by a linear warmup from lr:
 `linear_scaling_warmup(k, warmup=5, after=StepLR(30))`.
@@ -124,6 +127,8 @@ class LinearWarmup(Schedule):
             after = from_config(after)
         if after is not None and not isinstance(after, Schedule):
             raise GpunetTypeError(f"LinearWarmup: after expected a Schedule or None, got {type(after).__name__}")
+        from .annealing import refuse_momentum_cycle
+        refuse_momentum_cycle("LinearWarmup", after)
         self.after = after
 
     def _after(self, t, base_lr):
@@ -173,6 +178,8 @@ class Chain(Schedule):
             s = from_config(s) if isinstance(s, dict) else s
             if not isinstance(s, Schedule):
                 raise GpunetTypeError(f"Chain: schedules[{i}] expected a Schedule, got {type(s).__name__}")
+            from .annealing import refuse_momentum_cycle
+            refuse_momentum_cycle("Chain", s)
             parts.append(s)
         self.schedules = tuple(parts)
 
@@ -208,7 +215,7 @@ SCHEDULES = {"constant": Constant, "step": StepLR, "exponential": Exponential, "
 
 
 def get(name: str, **kw) -> Schedule:
-    """A schedule by name: "constant", "step", "exponential", "cosine", "warmup", "linear_scaling", "chain"."""
+    """A schedule by name (a key of SCHEDULES: "constant", "step", "multistep", "cosine", ...)."""
     cls = SCHEDULES[one_of("schedule", "name", name.lower() if isinstance(name, str) else name, sorted(SCHEDULES))]
     if cls is Chain:
         return Chain(*kw.pop("schedules", ()), **kw)
@@ -225,13 +232,25 @@ def from_config(cfg: dict) -> Schedule:
 
 # ---------------------------------------------------------------- applying a schedule
 
-class Scheduler:
-    """Sets `optimizer.lr = schedule.lr_at(t, base_lr)`; `step()` advances t by one.
+def set_momentum(optimizer, m) -> None:
+    """Put a cycled momentum on every parameter group: `momentum`, or Adam's β₁."""
+    for g in optimizer.param_groups:
+        if "betas" in g:
+            g["betas"] = [m, g["betas"][1]]
+        else:
+            g["momentum"] = m
 
-    base_lr is the optimizer's lr at construction (or `base_lr=` with optimizer=None: a
-    schedule that only computes `lr`, as the Trainer's StepScheduler uses it). `unit` ("epoch" or "step") tells the
+
+class Scheduler:
+    """Sets each parameter group's lr to `schedule.lr_at(t, base_lr)`; `step()` advances t by one.
+
+    base_lrs are the groups' lrs at construction (base_lr the first), so groups keep
+    their own scale, as PyTorch's schedulers do; with optimizer=None, `base_lr=` (a number, or
+    one per group) gives the base lrs of a schedule that only computes `lrs` (and `momentum`),
+    as the Trainer's StepScheduler uses it. `unit` ("epoch" or "step") tells the
     trainer when to call `step()`: after each epoch or after each optimizer step.
-    The lr for t = 0 is applied at construction, as PyTorch's schedulers do.
+    The lr for t = 0 is applied at construction, as PyTorch's schedulers do. A schedule
+    that cycles momentum (OneCycle) also sets each group's momentum, or Adam's β₁.
     """
 
     def __init__(self, optimizer, schedule, unit: str = "epoch", *, base_lr=None):
@@ -244,33 +263,56 @@ class Scheduler:
         if not isinstance(schedule, Schedule):
             raise GpunetTypeError(f"Scheduler: schedule expected a Schedule or a name, got {type(schedule).__name__}")
         one_of("Scheduler", "unit", unit, UNITS)
+        groups = getattr(optimizer, "param_groups", None)
+        if optimizer is not None and getattr(schedule, "cycle_momentum", False) and not (
+                groups and all("momentum" in g or "betas" in g for g in groups)):
+            raise GpunetValueError(f"Scheduler: {schedule!r} cycles momentum, so the optimizer expected a "
+                                   f"momentum or betas hyperparameter, got {type(optimizer).__name__}; "
+                                   f"pass cycle_momentum=False")
         self.optimizer, self.schedule, self.unit = optimizer, schedule, unit
-        self.base_lr = float(optimizer.lr if base_lr is None else check_number("Scheduler", "base_lr", base_lr, lo=0.0))
+        if base_lr is not None and optimizer is None:
+            bases = list(base_lr) if isinstance(base_lr, (list, tuple)) else [base_lr]
+            self.base_lrs = [float(check_number("Scheduler", "base_lr", b, lo=0.0)) for b in bases]
+        else:
+            self.base_lrs = [float(g["lr"]) for g in groups] if groups else [float(optimizer.lr)]
+        self.base_lr = self.base_lrs[0]
         self.t = 0
         self._apply()
 
     def _apply(self) -> None:
-        self.lr = self.schedule.lr_at(self.t, self.base_lr)
-        if self.optimizer is not None:
-            self.optimizer.lr = self.lr
+        self.lrs = lrs = [self.schedule.lr_at(self.t, b) for b in self.base_lrs]
+        self.lr = lrs[0]
+        self.momentum = self.schedule.momentum_at(self.t) if getattr(self.schedule, "cycle_momentum", False) \
+            else None
+        if self.optimizer is None:
+            return
+        groups = getattr(self.optimizer, "param_groups", None)
+        if groups:
+            for g, lr in zip(groups, lrs):
+                g["lr"] = lr
+        else:
+            self.optimizer.lr = lrs[0]
+        if self.momentum is not None:
+            set_momentum(self.optimizer, self.momentum)
 
     def detach(self) -> "Scheduler":
-        """Stop writing the optimizer's lr: a `StepScheduler` (the Trainer's) reads `lr` instead."""
+        """Stop writing the optimizer's lr and momentum: a `StepScheduler` (the Trainer's)
+        reads `lr` and `momentum` instead and writes them on every replica's optimizer."""
         self.optimizer = None
         return self
 
     def step(self) -> float:
-        """Advance one epoch/step and set the optimizer's lr; returns the new lr."""
+        """Advance one epoch/step and set the optimizer's lr; returns the new lr (the first group's)."""
         self.t += 1
         self._apply()
         return self.lr
 
     def state_dict(self) -> dict:
         return {"type": "Scheduler", "unit": self.unit, "t": self.t, "base_lr": self.base_lr,
-                "schedule": self.schedule.config()}
+                "base_lrs": list(self.base_lrs), "schedule": self.schedule.config()}
 
     def load_state_dict(self, d: dict) -> None:
-        """Restore t and base_lr (and re-apply the lr). The schedule and unit must match."""
+        """Restore t and the base lrs (and re-apply the lr). The schedule and unit must match."""
         problems = []
         if not isinstance(d, dict) or d.get("type") != "Scheduler":
             raise CheckpointError(f"Scheduler.load_state_dict: expected a Scheduler state dict, got {d!r}")
@@ -281,16 +323,25 @@ class Scheduler:
         t = d.get("t")
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
             problems.append(f"t: expected a non-negative int, got {t!r}")
-        base = d.get("base_lr")
-        if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base >= 0:
-            problems.append(f"base_lr: expected a non-negative number, got {base!r}")
+        bases = d.get("base_lrs", [d.get("base_lr")])  # older state dicts hold base_lr only
+        if not isinstance(bases, list) or len(bases) != len(self.base_lrs):
+            problems.append(f"base_lrs: expected {len(self.base_lrs)} (one per parameter group), got {bases!r}")
+        elif not all(not isinstance(b, bool) and isinstance(b, numbers.Real) and b >= 0 for b in bases):
+            problems.append(f"base_lr: expected non-negative numbers, got {bases!r}")
         if problems:
             raise CheckpointError("Scheduler.load_state_dict: " + "; ".join(problems))
-        self.t, self.base_lr = int(t), float(base)
+        self.t, self.base_lrs = int(t), [float(b) for b in bases]
+        self.base_lr = self.base_lrs[0]
         self._apply()
 
     def __repr__(self):
         return f"Scheduler({self.schedule!r}, unit={self.unit!r}, t={self.t}, lr={self.lr:g})"
+
+
+from .annealing import CosineWarmRestarts, MultiStep, OneCycle, Polynomial  # noqa: E402  (they subclass Schedule)
+
+SCHEDULES.update({"multistep": MultiStep, "polynomial": Polynomial, "cosine_restarts": CosineWarmRestarts,
+                  "onecycle": OneCycle})
 
 
 # ---------------------------------------------------------------- the lr of a training run
@@ -311,15 +362,19 @@ class StepScheduler:
     `begin_step(step, steps_per_epoch)` sets the lr of the coming step on *every* optimizer
     in `optimizers` (one per data-parallel replica) whenever the computed value changes, so
     an lr assigned from outside (`set_lr`, or `optimizer.lr = ...` between fits) holds until
-    the schedule moves on. `end_step()`/`end_epoch()` advance the user's schedule.
+    the schedule moves on. `end_step()`/`end_epoch(logs)` advance the user's schedule; a
+    schedule with a `monitor` (ReduceLROnPlateau) is stepped with that metric of the epoch's
+    logs. A schedule that cycles momentum (OneCycle) has its momentum put on every optimizer too.
     """
 
     def __init__(self, optimizers, scale=1.0, warmup_epochs=0.0, schedule=None):
         self.optimizers = list(optimizers)
         self.scale = check_number("StepScheduler", "scale", scale, lo=0.0, lo_open=True)
         self.warmup_epochs = check_number("StepScheduler", "warmup_epochs", warmup_epochs, lo=0.0)
-        self.unscaled_lr = float(self.optimizers[0].lr)
-        self.base_lr = self.unscaled_lr * self.scale
+        self.unscaled_lrs = [float(g["lr"]) for g in self.optimizers[0].param_groups]
+        self.unscaled_lr = self.unscaled_lrs[0]
+        self.base_lrs = [lr * self.scale for lr in self.unscaled_lrs]
+        self.base_lr = self.base_lrs[0]
         self.scheduler = self._adopt(schedule)
         self._steps_per_epoch, self._step = None, 0
         self._computed = None
@@ -329,29 +384,38 @@ class StepScheduler:
         """A Scheduler that computes the user's schedule and leaves writing the lr to this object."""
         if schedule is None:
             return None
-        if isinstance(schedule, Scheduler):
+        from .plateau import ReduceLROnPlateau  # it imports this floor's optimizer module
+        if isinstance(schedule, (Scheduler, ReduceLROnPlateau)):
             return schedule.detach()
         if hasattr(schedule, "step") and hasattr(schedule, "state_dict"):
-            raise GpunetTypeError(f"schedule: expected a gn.optim.Scheduler or a Schedule, got "
+            raise GpunetTypeError(f"schedule: expected a gn.optim.Scheduler, ReduceLROnPlateau or a Schedule, got "
                                   f"{type(schedule).__name__}")
-        return Scheduler(None, schedule, unit="epoch", base_lr=self.base_lr)
+        return Scheduler(None, schedule, unit="epoch", base_lr=self.base_lrs)
 
-    def target(self) -> float:
-        """The scheduled lr (linear scaling included) before warmup."""
-        return float(self.scheduler.lr) if self.scheduler is not None else self.base_lr
+    def target(self) -> list:
+        """The scheduled lr of each parameter group (linear scaling included) before warmup."""
+        return [float(lr) for lr in self.scheduler.lrs] if self.scheduler is not None else list(self.base_lrs)
 
-    def lr_at_step(self, step: int, steps_per_epoch: int) -> float:
+    def lr_at_step(self, step: int, steps_per_epoch: int) -> list:
+        """Each parameter group's lr at `step`."""
         target = self.target()
         if not self.warmup_epochs:
             return target
-        start = self.unscaled_lr * target / self.base_lr if self.base_lr else target
         t = min(1.0, (step + 1) / (self.warmup_epochs * steps_per_epoch))
-        return start + (target - start) * t
+        return [lr / self.scale + (lr - lr / self.scale) * t for lr in target]  # from the unscaled lr
 
-    def _write(self, lr) -> None:
-        self._computed = lr
+    def _write(self, lrs) -> None:
+        self._computed = lrs
         for opt in self.optimizers:
-            opt.lr = lr
+            for g, lr in zip(opt.param_groups, lrs):
+                g["lr"] = lr
+        self._write_momentum()
+
+    def _write_momentum(self) -> None:
+        m = getattr(self.scheduler, "momentum", None)
+        if m is not None:
+            for opt in self.optimizers:
+                set_momentum(opt, m)
 
     def begin_step(self, step: int, steps_per_epoch: int) -> float:
         """Set the lr of step `step` on every optimizer (when it changed); returns the lr in effect."""
@@ -363,10 +427,22 @@ class StepScheduler:
     def end_step(self) -> None:
         if self.scheduler is not None and self.scheduler.unit == "step":
             self.scheduler.step()
+            self._write_momentum()
 
-    def end_epoch(self) -> None:
-        if self.scheduler is not None and self.scheduler.unit == "epoch":
+    def end_epoch(self, logs=None) -> None:
+        """Advance an epoch-unit schedule; a monitored one takes its metric from `logs`."""
+        if self.scheduler is None or self.scheduler.unit != "epoch":
+            return
+        monitor = getattr(self.scheduler, "monitor", None)
+        if monitor is None:
             self.scheduler.step()
+        else:
+            value = (logs or {}).get(monitor)
+            if value is None:
+                raise GpunetValueError(f"{type(self.scheduler).__name__}: monitor {monitor!r} is not in the epoch logs "
+                                       f"{sorted(logs or {})}; pass val= to fit() to get val_* metrics")
+            self.scheduler.step(value)
+        self._write_momentum()
 
     def set_lr(self, lr) -> None:
         """Put `lr` on every optimizer now (e.g. a lower lr for a resumed run); it holds until
@@ -376,8 +452,11 @@ class StepScheduler:
             opt.lr = lr
 
     def share(self) -> None:
-        """Give every optimizer the first one's lr (an assignment made to it from outside)."""
-        self.set_lr(self.optimizers[0].lr)
+        """Give every optimizer the first one's group lrs (an assignment made to it from outside)."""
+        first = self.optimizers[0].param_groups
+        for opt in self.optimizers[1:]:
+            for g0, g in zip(first, opt.param_groups):
+                g["lr"] = g0["lr"]
 
     def state_dict(self):
         return self.scheduler.state_dict() if self.scheduler is not None else None

@@ -66,38 +66,38 @@ class SGD(Optimizer):
                                    f"{tuple(p.data.shape)}, got {tuple(v.shape)}")
         return v.copy() if v is p.data else v
 
-    def _velocity(self, i, p, g):
+    def _velocity(self, i, p, g, h):
         """(v after this step's update, in place). v₀ comes from velocity_init."""
         if "momentum_buffer" not in self.state[i] and self.velocity_init == "grad":
             self.state[i]["momentum_buffer"] = g.copy()  # PyTorch: v₁ = g, undamped
             return self.state[i]["momentum_buffer"]
         init = None if self.velocity_init in ("zeros", "grad") else self._initial_velocity
         v = self._buffer(i, "momentum_buffer", init)
-        v *= self.momentum
-        if self.dampening:
-            v += (1.0 - self.dampening) * g
+        v *= h["momentum"]
+        if h["dampening"]:
+            v += (1.0 - h["dampening"]) * g
         else:
             v += g
         return v
 
-    def _update(self, i, p):
+    def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
         g, owned = p.grad, False  # owned: d is this step's scratch array, free to overwrite
-        if self.weight_decay:
-            g = xp.multiply(w, self.weight_decay)  # g + wd·w in a fresh array: p.grad stays as it was
+        if h["weight_decay"]:
+            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
             g += p.grad
             owned = True
         d = g
-        if self.momentum:
-            v = self._velocity(i, p, g)
-            if self.nesterov:
-                d = xp.multiply(v, self.momentum)
+        if h["momentum"]:
+            v = self._velocity(i, p, g, h)
+            if h["nesterov"]:
+                d = xp.multiply(v, h["momentum"])
                 d += g
                 owned = True
             else:
                 d, owned = v, False
         if owned:
-            d *= self.lr
+            d *= h["lr"]
             w -= d
         else:
-            w -= xp.multiply(d, self.lr)
+            w -= xp.multiply(d, h["lr"])
