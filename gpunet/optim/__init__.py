@@ -11,6 +11,7 @@ load_state_dict(). See optimizer.py for the state-dict layout.
 from . import schedules  # noqa: F401
 from ..errors import GpunetValueError
 from .adam import Adam, AdamW
+from .lbfgs import LBFGS  # noqa: F401
 from .optimizer import Optimizer, clip_grad_norm  # noqa: F401
 from .rmsprop import RMSprop
 from .schedules import (Chain, Compose, Constant, Cosine, Exponential, LinearScaling,  # noqa: F401
