@@ -33,6 +33,9 @@ class Result:
     quick: bool = False
     device: str = "cpu"
     seconds: float = 0.0
+    # wall-clock measurements (column names / findings keys): reported, never compared by --check
+    volatile: list = dataclasses.field(default_factory=list)
+    environment: dict = dataclasses.field(default_factory=dict)  # versions, BLAS, threads, seeds
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -62,12 +65,31 @@ def show(result: Result, console: Console | None = None) -> None:
     console.print(f"[dim]{mode} run on {result.device} in {result.seconds:.1f} s[/]")
 
 
-def save(result: Result, out) -> Path:
+def save(result: Result, out, filename: str = "result.json") -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "result.json"
+    path = out / filename
     atomic_write_bytes(path, json.dumps(result.to_json(), indent=1, default=float).encode())
     return path
+
+
+def environment(seeds) -> dict:
+    """Versions, BLAS library and its thread setting (as in effect now), and the seeds of a run."""
+    import sys
+
+    import numpy as np
+
+    from .. import __version__
+    blas = []
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer")}
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        pass
+    return {"python": sys.version.split()[0], "numpy": np.__version__, "gpunet": __version__,
+            "platform": platform.platform(), "blas": blas,
+            "blas_threads": sorted({b["num_threads"] for b in blas}), "seeds": list(seeds)}
 
 
 def save_figure(fig, out, name: str, dpi: int = 110) -> list:
