@@ -110,3 +110,20 @@ def try_plot():
         return plt
     except ImportError:
         return None
+
+
+# Line styles for curves that may coincide (a run stuck on the same plateau as another):
+# each later curve is thinner and dashed differently, so one never hides another.
+STYLES = [dict(ls="-", lw=3.0, alpha=0.6), dict(ls="--", lw=2.2), dict(ls=":", lw=2.2),
+          dict(ls="-.", lw=1.6), dict(ls=(0, (5, 1, 1, 1, 1, 1)), lw=1.3), dict(ls=(0, (1, 1)), lw=1.0)]
+
+
+def style(i: int) -> dict:
+    """Matplotlib keyword arguments of the i-th curve (see STYLES)."""
+    return dict(STYLES[i % len(STYLES)])
+
+
+def integer_ticks(axis) -> None:
+    """Whole-number ticks only (epochs, steps) on a matplotlib axis (ax.xaxis)."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
