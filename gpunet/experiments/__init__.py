@@ -62,12 +62,15 @@ def get(name: str):
 
 def seeds_of(module, result) -> list:
     """The seeds a run used: its data's "seeds", else the module's SEEDS or SEED."""
-    seeds = result.data.get("seeds") if isinstance(result.data, dict) else None
+    data = result.data if isinstance(result.data, dict) else {}
+    seeds = data.get("seed_list", data.get("seeds"))
+    if not isinstance(seeds, (list, tuple)):
+        seeds = None
     if seeds is None:
         seeds = getattr(module, "SEEDS", None)
     if seeds is None:
         seeds = [getattr(module, "SEED")] if hasattr(module, "SEED") else []
-    return [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    return [int(s) for s in seeds]
 
 
 def run(name: str, quick: bool = False, device: str = "cpu", out=None) -> Result:
@@ -126,8 +129,8 @@ def _diff(path, a, b, rtol, skip, out) -> None:
 def compare(committed: dict, rerun: dict, rtol: float = 1e-9) -> tuple:
     """(differences, notes) between two result.json dicts.
 
-    Compared: columns, every table cell, every finding (numbers to a relative rtol, the
-    rest exactly) and the conclusion text. Not compared: wall-clock entries the experiment
+    Compared: columns, every table cell (the extra tables in data["tables"] too), every
+    finding (numbers to a relative rtol, the rest exactly) and the conclusion text. Not compared: wall-clock entries the experiment
     marks volatile, the date, the run time. Notes name environment differences (versions,
     BLAS), which explain a difference but are not one."""
     skip = set(committed.get("volatile", [])) | set(rerun.get("volatile", []))
@@ -142,6 +145,8 @@ def compare(committed: dict, rerun: dict, rtol: float = 1e-9) -> tuple:
     for i, (ra, rb) in enumerate(zip(rows_a, rows_b)):
         _diff(f"rows[{i}]", ra, rb, rtol, skip, diffs)
     _diff("findings", committed.get("findings", {}), rerun.get("findings", {}), rtol, skip, diffs)
+    _diff("data.tables", committed.get("data", {}).get("tables", []), rerun.get("data", {}).get("tables", []),
+          rtol, skip, diffs)
     if committed.get("conclusion") != rerun.get("conclusion"):
         a, b = committed.get("conclusion", ""), rerun.get("conclusion", "")
         i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))

@@ -172,15 +172,12 @@ def _conclusion(results) -> str:
             if same else "Classic dropout against the bug: ")
     worse = [act for act in ACTIVATIONS if get(act, BUG)["test_loss"] > get(act, "classic")["test_loss"]]
     d_acc = max(abs(get(a, BUG)["accuracy"] - get(a, "classic")["accuracy"]) for a in ACTIVATIONS)
+    better = [act for act in ACTIVATIONS if act not in worse]
+    loss_txt = (f"The bug raises the test loss for {', '.join(worse) or 'no activation'}"
+                + (f" and lowers it for {', '.join(better)}." if better else "."))
     parts.append(head + "; ".join(cmp) + f". Accuracy moves by at most {d_acc:.2%}"
-                 + (f": scaling W·a by {mean_bug:.2f} mostly keeps the argmax and inflates the logits instead. "
-                    if d_acc < 0.01 else ". "))
-                 + (f"That overconfidence raises the test loss for {', '.join(worse)}"
-                    + ("." if len(worse) == len(ACTIVATIONS) else
-                       f"; for the others the under-trained net gains from sharper logits.")
-                    if worse else
-                    "Here the net is under-trained and under-confident, so the sharper logits even lower "
-                    "the test loss: the bug is a miscalibration, not a broken model."))
+                 + (f": scaling W·a by {mean_bug:.2f} mostly keeps the argmax and changes the size of the logits. "
+                    if d_acc < 0.01 else ". ") + loss_txt)
     gaps = "; ".join(f"{a}: {get(a, 'inverted')['mean_f_train'] - get(a, 'inverted')['mean_f_eval']:+.3g} "
                      f"inverted, {get(a, 'classic')['mean_f_train'] - get(a, 'classic')['mean_f_eval']:+.3g} "
                      f"classic" for a in ACTIVATIONS)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, save_figure, try_plot
+from .base import Result, save_figure, style, try_plot
 
 NAME = "zero-init-softmax"
 QUESTION = "How does softmax regression reach ~92% on MNIST when W and b start at zero?"
@@ -105,9 +105,9 @@ def _plot(curves, out: Path) -> list:
     if plt is None:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, curve in curves.items():
+    for i, (label, curve) in enumerate(curves.items()):
         steps, acc = zip(*curve)
-        ax.plot(steps, acc, label=label)
+        ax.plot(steps, acc, label=label, marker="o" if i == 0 else "x", ms=4, **style(i))
     ax.set_xlabel("SGD step (batch 100, lr 0.5)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.8, 0.95)
