@@ -125,3 +125,25 @@ def test_lbfgs_bad_arguments_are_refused():
         gn.optim.LBFGS(p).step()
     with pytest.raises(GpunetTypeError, match="one dtype"):
         gn.optim.LBFGS(p + [gn.nn.Parameter(np.zeros(2, dtype=np.float32))])
+
+
+def test_lbfgs_on_a_device_matches_the_cpu(dev):
+    """The same float64 iterates on every device (the cuda case runs where a GPU is)."""
+    device = gn.device(dev)
+    ref, _ = run_gpunet(4, max_iter=10, history_size=5, line_search_fn="strong_wolfe")
+    w = gn.nn.Parameter(device.asarray(np.full(4, 0.3)))
+    v = gn.nn.Parameter(device.asarray(np.array([-1.2, 1.0])))
+    opt = gn.optim.LBFGS([w, v], max_iter=10, history_size=5, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        wh, vh = gn.backend.to_numpy(w.data), gn.backend.to_numpy(v.data)
+        gw, gv = gradient(wh, vh)
+        w.grad += device.asarray(gw)
+        v.grad += device.asarray(gv)
+        return objective(np, wh, vh)
+
+    for i in range(4):
+        opt.step(closure)
+        got = np.concatenate([gn.backend.to_numpy(w.data), gn.backend.to_numpy(v.data)])
+        np.testing.assert_allclose(got, ref[i], rtol=1e-12, atol=1e-14)

@@ -171,8 +171,8 @@ def conclude(rows, f, setup):
                  f"control) and {diff[('float64', big)]:.1e} in float64 "
                  f"({'above' if diff[('float64', big)] > 10 * max(c64, 1e-30) else 'the same order as'} the "
                  f"control).")
-    verdict = ("The regularizer does nothing beyond rounding; a gain seen with it comes from some other difference "
-               "between the runs." if constant and rounding and like_nudge else
+    verdict = (f"At the thread's λ = {small:g} the regularizer does nothing beyond rounding; a gain seen with it "
+               "comes from some other difference between the runs." if constant and rounding and like_nudge else
                "So this penalty changes training: its effect on the weights is larger than rounding.")
     return (f"{pen} {grad} {amplified} {acc_txt} ({strong['float32']['acc without']:.4f} without it in float32, "
             f"{setup['train_samples']} MNIST training images). {verdict}")

@@ -20,7 +20,7 @@ does. That drift is rounding, not averaging.
 **Dataset and model.** The question trained a CNN on CIFAR-10 (86% on 1 GPU against 84%
 on 2). gpunet's data loaders ship MNIST, Fashion-MNIST and digits, and CIFAR-10 cannot
 be fetched or trained within a CPU budget, so the full run uses Fashion-MNIST (a
-20 000-image training subset, the 10 000 test images) and an MLP [784, 256, 10] trained
+10 000-image training subset, the 10 000 test images) and an MLP [784, 256, 10] trained
 for 3 epochs with SGD (momentum 0.9, batch B = 64, lr 0.01); the quick run uses digits
 and an MLP [64, 64, 10] in float64. What that changes: the absolute accuracies (about
 85% here, not CIFAR-10's), and the size of the batch-size effect, which depends on how
@@ -54,7 +54,7 @@ QUESTION = "Do 2 devices with averaged gradients train worse than 1, and what fi
 
 SEEDS = tuple(range(10))      # full run; the quick run uses the first QUICK_SEEDS
 QUICK_SEEDS = 3
-FULL_TRAIN = 20000
+FULL_TRAIN = 10000
 
 
 def _setup(quick):

@@ -4,8 +4,8 @@ Scaling the input by s = 255 scales everything the first layer sees. For an MLP
 h = relu(W1·x + b1), z = W2·h + b2 with He-initialised weights:
 
 - forward: W1·(s·x) = s·(W1·x), and relu is positively homogeneous, so the hidden
-  activations and (with zero biases) the logits are s times larger. A logit gap of
-  255× the usual one makes the softmax one-hot: the loss of a wrong guess is the gap
+  activations and (with zero biases) the logits are s times larger. A logit gap s
+  times the usual one makes the softmax one-hot: the loss of a wrong guess is the gap
   itself, hundreds instead of ~2.3.
 - backward: ∂L/∂W1 = δ1·xᵀ carries a factor s from x, and ∂L/∂W2 = δ2·hᵀ a factor s
   from h, while δ = softmax − onehot stays bounded by 1. So the gradient norm grows
