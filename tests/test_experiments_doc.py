@@ -9,11 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from gpunet import experiments
 
-from conftest import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
