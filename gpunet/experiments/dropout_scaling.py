@@ -37,6 +37,7 @@ import gpunet as gn
 from .base import Result, save_figure, try_plot
 
 NAME = "dropout-scaling"
+SEED = 0   # every random draw here (initial weights, batch order) is seeded with it
 QUESTION = "Should dropout rescale by 1/(1−p) with tanh or ReLU, and what if the scaling is left out?"
 
 P = 0.5
@@ -76,7 +77,7 @@ BUG = "no scaling (bug)"
 
 
 def _net(act: str, form: str) -> gn.nn.Sequential:
-    gn.manual_seed(0)
+    gn.manual_seed(SEED)
     cls, init = ACTIVATIONS[act]
     return gn.nn.Sequential(gn.nn.Flatten(), gn.nn.Linear(784, 256, init=init), cls(), FORMS[form](),
                             gn.nn.Linear(256, 128, init=init), cls(), gn.nn.Linear(128, 10, init=init))
@@ -111,7 +112,7 @@ def measure(model, x) -> dict:
 def _train_one(act, form, train, test, probe, epochs, dev) -> dict:
     model = _net(act, form)
     opt = gn.optim.Adam(model.parameters(), lr=1e-3)
-    trainer = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, device=dev, seed=0)
+    trainer = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, device=dev, seed=SEED)
     trainer.fit(train, epochs=epochs, batch_size=100)
     out = measure(model, probe)
     ev = trainer.evaluate(test)

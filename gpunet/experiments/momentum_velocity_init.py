@@ -38,6 +38,7 @@ import gpunet as gn
 from .base import Result, save_figure, try_plot
 
 NAME = "momentum-velocity-init"
+SEED = 0   # every random draw here (initial weights, batch order) is seeded with it
 QUESTION = "Should momentum's velocity start at zeros, ones or random values?"
 
 M, LR, BATCH = 0.5, 0.1, 100
@@ -57,7 +58,7 @@ def _v0s():
 
 
 def _mlp(dtype="float32"):
-    gn.manual_seed(0)
+    gn.manual_seed(SEED)
     return gn.models.mlp([784, 128, 10], activation="relu", init="he_normal").to(dtype=dtype)
 
 
@@ -102,7 +103,7 @@ def _train(velocity_init, train, test, epochs, dev) -> dict:
     """Train the MLP from the same init with this v_0; returns accuracy, loss and the weights."""
     model = _mlp()
     opt = gn.optim.SGD(model.parameters(), lr=LR, momentum=M, velocity_init=velocity_init)
-    trainer = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, device=dev, seed=0)
+    trainer = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, device=dev, seed=SEED)
     try:
         history = trainer.fit(train, epochs=epochs, batch_size=BATCH)
         ev = trainer.evaluate(test)
