@@ -15,8 +15,9 @@ from a strong-Wolfe line search (c1 = 1e-4, c2 = 0.9, cubic interpolation, at mo
 max_eval − evaluations so far trials) when line_search_fn="strong_wolfe". One step stops
 early when max|g| ≤ tolerance_grad, when gᵀd > −tolerance_change (not a descent
 direction), when max|t·d| ≤ tolerance_change or |Δloss| < tolerance_change, or after
-max_eval closure evaluations. Every one of these is PyTorch's rule, in PyTorch's order;
-scalars keep the parameters' dtype, so a float32 run rounds where PyTorch's does.
+max_eval closure evaluations. Every one of these is PyTorch's rule, in PyTorch's order.
+Scalars (gᵀd, ρ, H₀) keep the parameters' dtype, as PyTorch's 0-d tensors do; the float64
+iterates match torch.optim.LBFGS to rounding (tests/test_optim_lbfgs.py).
 
 Unlike the other optimizers, step() syncs the host: every stopping test is a branch on
 a value. All parameters must share one device and one dtype. state_dict() holds the
