@@ -1,24 +1,35 @@
-"""Write docs/experiments.md from real runs of every experiment.
+"""docs/experiments.md, generated from the committed results in docs/results/.
 
-For each experiment: the question, the command, the measured table (with the device
-and date of the run), the conclusion the experiment computed from its numbers, and
-the explanation (the module's docstring).
+The results are the record; the doc is a rendering of them. For each experiment: the
+question, the command, the measured table(s) and figure(s) with the environment of the
+run, the conclusion the experiment computed from its numbers, and the explanation (the
+module's docstring, the fixed "why" that is kept out of the computed conclusion).
 
-    python scripts/experiments_doc.py                      # run all (full mode), write the doc
-    python scripts/experiments_doc.py --reuse runs/experiments   # render existing result.json files
+    python scripts/experiments_doc.py --run                 # rerun every experiment (full), save, render
+    python scripts/experiments_doc.py --run --only NAME ... # rerun some, render all
+    python scripts/experiments_doc.py --run --quick         # refresh docs/results/quick/ (what CI checks)
+    python scripts/experiments_doc.py                       # render docs/experiments.md from docs/results/
+    python scripts/experiments_doc.py --verify              # exit 1 when the doc differs from a rendering
+
+Home of the results: docs/results/<name>.json (full runs), docs/results/figures/<name>/
+(their figures) and docs/results/quick/<name>.json (quick runs). `gpunet experiment NAME
+--check` reruns one and compares it with the committed result.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
-import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
-import gpunet as gn
 from gpunet import experiments
-from gpunet.bench.host import cpu_count, cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+DOC = ROOT / "docs" / "experiments.md"
 
 
 def _cell(v) -> str:
@@ -27,59 +38,120 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|")
 
 
-def table(result: dict) -> str:
-    cols = result["columns"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in result["rows"]:
-        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in cols) + " |")
+def table(columns, rows) -> str:
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines)
+
+
+def environment_line(env: dict) -> str:
+    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('threading_layer')})"
+                     for b in env.get("blas", [])) or "not detected"
+    return (f"Python {env.get('python')}, NumPy {env.get('numpy')}, gpunet {env.get('gpunet')}, BLAS {blas} "
+            f"limited to {env.get('blas_threads')} thread(s), {env.get('platform')}; seeds {env.get('seeds')}.")
 
 
 def section(i: int, name: str, result: dict) -> str:
     module = experiments.get(name)
     explanation = inspect.cleandoc(module.__doc__ or "")
     mode = "quick" if result.get("quick") else "full"
-    return "\n".join([
-        f"## {i}. `{name}`", "",
-        f"**Question.** {result['question']}", "",
-        f"**Command.** `gpunet experiment {name}`" + (" (this table: `--quick`)" if mode == "quick" else ""), "",
-        f"**Measured** ({mode} run on {result['device']}, {result.get('date', '?')}, "
-        f"{result.get('seconds', 0):.0f} s):", "",
-        table(result), "",
-        f"**What the numbers say.** {result['conclusion']}", "",
-        "**Why.**", "", explanation, "",
-    ])
+    volatile = result.get("volatile", [])
+    out = [f"## {i}. `{name}`", "",
+           f"**Question.** {result['question']}", "",
+           f"**Command.** `gpunet experiment {name}` (check against this record: "
+           f"`gpunet experiment {name} --check`)", "",
+           f"**Measured** ({mode} run on {result['device']}, {result.get('date', '?')}, "
+           f"{result.get('seconds', 0):.0f} s; result: `docs/results/{name}.json`):", "",
+           table(result["columns"], result["rows"]), ""]
+    if volatile:
+        out += [f"Wall-clock columns ({', '.join(volatile)}) are measured, not reproduced: `--check` skips them.", ""]
+    for extra in result.get("data", {}).get("tables", []):
+        out += [f"*{extra['title']}:*", "", table(extra["columns"], extra["rows"]), ""]
+    for fig in result.get("figures", []):
+        out += [f"![{name}: {fig}](results/figures/{name}/{fig})", ""]
+    out += [f"**What the numbers say.** {result['conclusion']}", ""]
+    timing = result.get("data", {}).get("timing")
+    if timing:
+        out += [f"**Time** (wall clock, not compared by `--check`). {timing}", ""]
+    out += [f"**Environment.** {environment_line(result.get('environment', {}))}", "",
+            "**Why.**", "", explanation, ""]
+    return "\n".join(out)
+
+
+def render(results_dir: Path = RESULTS) -> str:
+    sections, missing = [], []
+    for i, name in enumerate(experiments.REGISTRY, start=1):
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            missing.append(name)
+            continue
+        sections.append(section(i, name, json.loads(path.read_text())))
+    if missing:
+        raise SystemExit(f"no committed result for {missing} in {results_dir}: run with --run")
+    head = ["# The classic questions, answered by experiment", "",
+            "<!-- generated by scripts/experiments_doc.py from docs/results/*.json: edit those, not this -->", "",
+            "Every table, figure and conclusion below is rendered from a committed result file in "
+            "`docs/results/` (full runs; `docs/results/quick/` holds the quick runs CI checks against). "
+            "`python scripts/experiments_doc.py --run` reruns the experiments and rewrites both the results "
+            "and this page; `gpunet experiment NAME --check` reruns one experiment and reports every number, "
+            "and every word of its conclusion, that differs from the record (exit 1 when one does). "
+            "Each run limits BLAS to one thread, so its sums are reduced in one fixed order; on the same "
+            "CPU and library versions the numbers reproduce bit for bit. Each section names the versions, "
+            "the BLAS library and the seeds of its run.", "",
+            "Conclusions are computed from the measured numbers clause by clause; the fixed explanations "
+            "are in each section's **Why**. Where a difference between two setups is claimed, it comes with a "
+            "95% interval over seeds, and it is called a difference only when the interval excludes zero.", ""]
+    return "\n".join(head + sections)
+
+
+def run_all(names, quick: bool, device: str) -> None:
+    dest = RESULTS / "quick" if quick else RESULTS
+    dest.mkdir(parents=True, exist_ok=True)
+    total = time.perf_counter()
+    for name in names:
+        tmp = ROOT / "runs" / "experiments-doc" / ("quick" if quick else "full") / name
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        print(f"running {name} ({'quick' if quick else 'full'}) ...", flush=True)
+        result = experiments.run(name, quick=quick, device=device, out=tmp)
+        shutil.copyfile(tmp / "result.json", dest / f"{name}.json")
+        if not quick:
+            figs = RESULTS / "figures" / name
+            if figs.exists():
+                shutil.rmtree(figs)
+            figs.mkdir(parents=True)
+            for fig in result.figures:
+                shutil.copyfile(tmp / fig, figs / fig)
+        print(f"  {name}: {result.seconds:.1f} s", flush=True)
+    print(f"ran {len(names)} experiment(s) in {time.perf_counter() - total:.1f} s", flush=True)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="docs/experiments.md")
-    ap.add_argument("--runs", default="runs/experiments", help="where result.json files are written/read")
-    ap.add_argument("--reuse", action="store_true", help="render existing result.json files, run nothing")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these (others are reused)")
+    ap.add_argument("--run", action="store_true", help="rerun experiments and save their results first")
+    ap.add_argument("--only", nargs="*", default=None, help="with --run: only these experiments")
+    ap.add_argument("--quick", action="store_true", help="with --run: quick runs into docs/results/quick/")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--verify", action="store_true", help="exit 1 when docs/experiments.md is not the rendering")
     args = ap.parse_args(argv)
-    runs = Path(args.runs)
-    sections = []
-    for i, name in enumerate(experiments.REGISTRY, start=1):
-        path = runs / name / "result.json"
-        rerun = not args.reuse and (args.only is None or name in args.only)
-        if rerun:
-            print(f"running {name} ...", flush=True)
-            experiments.run(name, quick=False, device=args.device, out=runs / name)
-        if not path.is_file():
-            print(f"no result for {name} at {path}; skipped", file=sys.stderr)
-            continue
-        sections.append(section(i, name, json.loads(path.read_text())))
-    head = ["# The classic questions, answered by experiment", "",
-            "Each section below was produced by `python scripts/experiments_doc.py`, which runs "
-            "`gpunet experiment NAME` in full mode and copies its table and its computed conclusion "
-            "here. Every experiment is seeded; rerun any command to reproduce its numbers. "
-            f"gpunet {gn.__version__}; the runs below used {args.device} on {cpu_model()} "
-            f"({cpu_count()} cores), OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(head + sections))
-    print(f"wrote {args.out} ({len(sections)} experiments)")
+    if (args.only is not None or args.quick) and not args.run:
+        ap.error("--only and --quick expected --run")
+    if args.run:
+        names = args.only if args.only is not None else list(experiments.REGISTRY)
+        for n in names:
+            experiments.get(n)  # unknown names are refused before anything runs
+        run_all(names, args.quick, args.device)
+        if args.quick:
+            return 0
+    text = render()
+    if args.verify:
+        same = DOC.is_file() and DOC.read_text() == text
+        print("docs/experiments.md matches docs/results/" if same else
+              "docs/experiments.md differs from its rendering: run python scripts/experiments_doc.py")
+        return 0 if same else 1
+    DOC.write_text(text)
+    print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 
 

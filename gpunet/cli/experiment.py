@@ -18,6 +18,9 @@ class ExperimentConfig:
     device: str = "cpu"
     out: str = ""            # default: runs/experiments/<name>
     list: bool = False
+    check: bool = False      # rerun and compare with the committed result
+    results: str = ""        # default: docs/results of the source checkout
+    rtol: float = 1e-9
 
 
 def add_arguments(parser) -> None:
@@ -27,6 +30,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default=d.device, help='"cpu", "cuda", "cuda:N" or "auto"')
     parser.add_argument("--out", default=d.out, help="folder for result.json and plots")
     parser.add_argument("--list", action="store_true", help="list the experiments and their questions")
+    parser.add_argument("--check", action="store_true",
+                        help="rerun and compare with the committed result (docs/results/NAME.json, "
+                             "or docs/results/quick/NAME.json with --quick); exit 1 when they differ")
+    parser.add_argument("--results", default=d.results, help="folder of committed results for --check")
+    parser.add_argument("--rtol", type=float, default=d.rtol, help="relative tolerance of --check")
 
 
 def run(args) -> int:
@@ -40,10 +48,34 @@ def run(args) -> int:
             t.add_row(name, escape(question))
         console.print(t)
         return 0 if cfg.list else 2
+    if not cfg.check and (cfg.results or cfg.rtol != ExperimentConfig.rtol):
+        console.print("[bold red]error:[/] --results and --rtol expected --check, got them without it")
+        return 2
+    if not (cfg.rtol >= 0):
+        console.print(f"[bold red]error:[/] --rtol expected a number >= 0, got {cfg.rtol}")
+        return 2
     try:
-        result = experiments.run(cfg.name, quick=cfg.quick, device=cfg.device, out=cfg.out or None)
+        if cfg.check:
+            diffs, notes, result = experiments.check(cfg.name, quick=cfg.quick, device=cfg.device,
+                                                     out=cfg.out or None, results=cfg.results or None,
+                                                     rtol=cfg.rtol)
+        else:
+            result = experiments.run(cfg.name, quick=cfg.quick, device=cfg.device, out=cfg.out or None)
     except GpunetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
     experiments.show(result, console)
+    if not cfg.check:
+        return 0
+    where = experiments.committed_path(cfg.name, cfg.quick, cfg.results or None)
+    for n in notes:
+        console.print(f"[yellow]note:[/] {escape(n)}")
+    if diffs:
+        console.print(f"[bold red]check failed:[/] {len(diffs)} difference(s) from {escape(str(where))} "
+                      f"(rtol {cfg.rtol:g}):")
+        for d in diffs:
+            console.print(f"  {escape(d)}")
+        return 1
+    console.print(f"[green]check passed:[/] table, findings and conclusion match {escape(str(where))} "
+                  f"(rtol {cfg.rtol:g})")
     return 0

@@ -169,13 +169,15 @@ def conclude(res, setup):
     collapsed = mx["predicted_background"] > 0.99
     max_txt = (f"With absent = max it {'collapses onto background' if collapsed else 'does not collapse'}: "
                f"{mx['predicted_background']:.1%} of pixels predicted background, foreground IoU "
-               f"{mx['foreground_iou']:.3f}, mean digit IoU {mx['digit_iou_mean']:.3f}, loss stuck at "
+               f"{mx['foreground_iou']:.3f}, mean digit IoU {mx['digit_iou_mean']:.3f}, loss "
+               f"{'stuck at' if mx['grad_end'] < 1e-3 * max(mx['grad_start'], 1e-30) else 'ends at'} "
                f"{mx['curve'][-1]:.4f} (so a digit guess must be right more than (1 − L)/2 = "
                f"{(1 - mx['curve'][-1]) / 2:.3f} of the time to pay), gradient norm {mx['grad_end']:.1e} at the end.")
-    zero_txt = (f"With absent = zero it segments: foreground IoU {zr['foreground_iou']:.3f}, mean digit IoU "
+    segments = zr["foreground_iou"] > 0.3
+    zero_txt = (f"With absent = zero it {'segments' if segments else 'does not segment'}: foreground IoU {zr['foreground_iou']:.3f}, mean digit IoU "
                 f"{zr['digit_iou_mean']:.3f} ({sum(v > 0.05 for v in zr['iou'][1:])} of 10 digits above 0.05), "
                 f"pixel accuracy {zr['pixel_accuracy']:.3f}.")
-    frozen = nv["grad_start"] < 1e-6 and nv["predicted_background"] < 0.99
+    frozen = nv["grad_start"] < 1e-6 and nv["predicted_background"] < 0.99 and nv["grad_end"] < 1e-6
     parts = [("the naive weights freeze training instead of driving it to background" if frozen else
               f"the naive weights end with {nv['predicted_background']:.0%} background predictions"),
              ("the background-only predictions the thread describes come from the bounded weights here"

@@ -32,7 +32,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result
+from .base import Result, save_figure, try_plot
 
 NAME = "l1-on-softmax"
 QUESTION = ("Does an L1 activity regularizer on a softmax output do anything, given that the "
@@ -41,6 +41,7 @@ QUESTION = ("Does an L1 activity regularizer on a softmax output do anything, gi
 LAMBDAS = (1e-5, 1.0)
 DTYPES = ("float32", "float64")
 SEED, LR, BATCH = 0, 0.1, 128
+PENALTY = "L1"          # the regularizer put on the softmax output: gn.regularizers.<PENALTY>(λ)
 
 
 def data(quick):
@@ -62,7 +63,7 @@ def train(train_ds, dev, dtype, lam, epochs, nudge=0.0):
     """
     model = build(dev, dtype)
     ce, softmax = gn.losses.SoftmaxCrossEntropy(), gn.nn.Softmax()
-    l1 = gn.regularizers.L1(lam) if lam > 0 else None
+    l1 = getattr(gn.regularizers, PENALTY)(lam) if lam > 0 else None
     opt = gn.optim.SGD(model.parameters(), lr=LR)
     loader = gn.data.DataLoader(train_ds, BATCH, shuffle=True, device=dev, seed=SEED, dtype=dtype)
     xp = dev.xp
@@ -150,25 +151,48 @@ def conclude(rows, f, setup):
     diff = {(r["dtype"], r["λ"]): r["max |ΔW|"] for r in l1_rows}
     small, big = min(LAMBDAS), max(LAMBDAS)
     c32, c64 = f["float32_control_weight_diff"], f["float64_control_weight_diff"]
-    order = "the same order as" if diff[("float32", small)] <= 10 * max(c32, 1e-30) else "above"
+    constant = f["penalty_rel_err_max"] < 1e-5
+    rounding = dz32 < 1e-5 and dz64 < 1e-12          # ∂P/∂z / λ at the level of 1 − Σp's rounding
+    like_nudge = diff[("float32", small)] <= 10 * max(c32, 1e-30) and diff[("float64", small)] <= 10 * max(c64, 1e-30)
+    pen = (f"The penalty equals λ·N to a relative {f['penalty_rel_err_max']:.1e} at every step: it is a constant."
+           if constant else
+           f"The penalty is not a constant: it departs from λ·N by up to {f['penalty_rel_err_max']:.2g} relative.")
+    grad = (f"Its gradient with respect to the probabilities reaches {dp:.3g} for λ = {big:g}, but after the "
+            f"softmax Jacobian the gradient with respect to the logits is at most {f['dz_max_float32']:.1e} in "
+            f"float32 and {f['dz_max_float64']:.1e} in float64 ({dz32:.1e}·λ and {dz64:.1e}·λ)"
+            + (": the size of the rounding of 1 − Σp, so no gradient beyond rounding reaches the weights."
+               if rounding else ": far above rounding, so the penalty does push the weights."))
     amplified = (f"With the thread's λ = {small:g} the weights with and without the penalty differ by at most "
                  f"{diff[('float32', small)]:.1e} in float32 and {diff[('float64', small)]:.1e} in float64, "
-                 f"{order} a one-ulp nudge of the cross-entropy gradient with no penalty at all "
-                 f"({c32:.1e} and {c64:.1e}). With λ = {big:g}, whose per-entry gradient is {BATCH}× that of the "
-                 f"mean cross-entropy, the float32 residue is no longer small next to the cross-entropy "
-                 f"gradient of confidently classified images and acts as rounding noise: the float32 weights "
-                 f"drift apart by {diff[('float32', big)]:.1e}, while in float64 they stay within "
-                 f"{diff[('float64', big)]:.1e}.")
-    return (f"The penalty equals λ·N to a relative {f['penalty_rel_err_max']:.1e} at every step: it is a "
-            f"constant. Its gradient with respect to the probabilities is λ everywhere "
-            f"(max |∂P/∂p| = {dp:.3g} for λ = {max(LAMBDAS):g}), as the thread's "
-            f"answer says, but after the softmax Jacobian the gradient with respect to the logits is at "
-            f"most {f['dz_max_float32']:.1e} in float32 and {f['dz_max_float64']:.1e} in float64 "
-            f"({dz32:.1e}·λ and {dz64:.1e}·λ: "
-            f"the rounding of 1 − Σp), so J·1 = 0 and no gradient reaches the weights. {amplified} "
-            f"{acc_txt} ({strong['float32']['acc without']:.4f} in float32, {setup['train_samples']} MNIST "
-            f"training images). The regularizer does nothing; a gain seen with it comes from some other "
-            f"difference between the runs.")
+                 f"{'the same order as' if like_nudge else 'above'} a one-ulp nudge of the cross-entropy gradient "
+                 f"with no penalty at all ({c32:.1e} and {c64:.1e}). With λ = {big:g} they differ by "
+                 f"{diff[('float32', big)]:.1e} in float32 "
+                 f"({'above' if diff[('float32', big)] > 10 * max(c32, 1e-30) else 'the same order as'} the "
+                 f"control) and {diff[('float64', big)]:.1e} in float64 "
+                 f"({'above' if diff[('float64', big)] > 10 * max(c64, 1e-30) else 'the same order as'} the "
+                 f"control).")
+    verdict = (f"At the thread's λ = {small:g} the regularizer does nothing beyond rounding; a gain seen with it "
+               "comes from some other difference between the runs." if constant and rounding and like_nudge else
+               "So this penalty changes training: its effect on the weights is larger than rounding.")
+    return (f"{pen} {grad} {amplified} {acc_txt} ({strong['float32']['acc without']:.4f} without it in float32, "
+            f"{setup['train_samples']} MNIST training images). {verdict}")
+
+
+def plot(rows, out):
+    plt = try_plot()
+    if plt is None:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{r['dtype']}\nλ={r['λ']}" if isinstance(r["λ"], float) else f"{r['dtype']}\nno penalty,\n1-ulp nudge"
+              for r in rows]
+    colors = ["tab:gray" if not isinstance(r["λ"], float) else "tab:blue" if r["dtype"] == "float32" else "tab:red"
+              for r in rows]
+    ax.bar(range(len(rows)), [max(r["max |ΔW|"], 1e-300) for r in rows], color=colors)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("max |W_with − W_without| after training")
+    ax.set_title(f"{PENALTY} on the softmax output: weight change against a one-ulp control (gray)", fontsize=9)
+    return save_figure(fig, out, "l1_on_softmax.png", dpi=110)
 
 
 def run(quick: bool, device: str, out) -> Result:
@@ -177,5 +201,5 @@ def run(quick: bool, device: str, out) -> Result:
     columns = ["dtype", "λ", "|penalty/(λN) − 1|", "max |∂P/∂p|", "max |∂P/∂z|", "max |∂P/∂z| / λ",
                "max |ΔW|", "acc with L1", "acc without"]
     return Result(NAME, QUESTION, columns=columns, rows=rows, conclusion=conclude(rows, findings, setup),
-                  data={**setup, "lr": LR, "batch_size": BATCH, "model": "mlp [784, 64, 10]"},
-                  findings=findings)
+                  data={**setup, "lr": LR, "batch_size": BATCH, "model": "mlp [784, 64, 10]", "penalty": PENALTY},
+                  findings=findings, figures=plot(rows, out))

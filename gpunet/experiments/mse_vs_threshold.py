@@ -164,19 +164,34 @@ def table(fits, refs):
     return rows, thr
 
 
+def _slope_without(i):
+    """The least-squares slope with point i left out."""
+    keep = np.arange(len(X)) != i
+    x, y = X[keep], Y[keep]
+    return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+
+
 def conclude(fits, refs, thr):
     lin, sm, ce = (fits[h] for h in HEADS)
     (lw, lb), (cw, cb) = refs["least_squares"], refs["logistic_mle"]
     share = refs["grid_share"]
+    top = max(lw * X + lb)
+    without = [_slope_without(i) for i in range(len(X))]
+    worst = int(np.argmax([abs(w - lw) for w in without]))
+    w_without = without[worst]
+    sign = "negative" if lw < 0 else "positive"
+    flips = (lw < 0) != (w_without < 0)
+    lever = (f"the point that moves it most is x={X[worst]:g}, y={Y[worst]:g}: without it the slope would be "
+             f"{w_without:+.4f}, so that one point "
+             + (f"turns the slope {sign}" if flips else "does not flip its sign"))
     lin_txt = (f"The linear unit trained with MSE reaches w={lin['w'][0]:.5f}, b={lin['b'][0]:.5f} "
-               f"(closed form {lw:.5f}, {lb:.5f}) and gets {lin['correct'][0]}/5: its largest output "
-               f"{max(lw * X + lb):.3f} is {'below' if max(lw * X + lb) < 0.5 else 'above'} 0.5, "
-               f"because the outlier x=9 pulls the slope negative.")
+               f"(closed form {lw:.5f}, {lb:.5f}) and gets {lin['correct'][0]}/5: its slope is {sign}, its largest "
+               f"output {top:.3f} is {'below' if top < 0.5 else 'above'} 0.5, and {lever}.")
     if sm["correct"][0] > sm["correct"][1]:
         sm_txt = (f"The sigmoid unit with MSE gets {sm['correct'][0]}/5 from the thread's start "
-                  f"(loss {sm['loss'][0]:.5f}, still creeping towards the infimum 0.2 with w={sm['w'][0]:.3f}), "
-                  f"but only {sm['correct'][1]}/5 from zeros, where it stops at a local minimum "
-                  f"(loss {sm['loss'][1]:.5f}, |grad| {sm['grad_norm'][1]:.1e}); "
+                  f"(loss {sm['loss'][0]:.5f}, w={sm['w'][0]:.3f}), "
+                  f"but only {sm['correct'][1]}/5 from zeros, where it stops at a point with "
+                  f"loss {sm['loss'][1]:.5f} and |grad| {sm['grad_norm'][1]:.1e}; "
                   f"{share['sigmoid+MSE']:.0%} of a grid of starts in [-3, 3]² reach 4/5.")
     else:
         sm_txt = (f"The sigmoid unit with MSE gets {sm['correct'][0]}/5 from the thread's start and "
@@ -187,11 +202,18 @@ def conclude(fits, refs, thr):
     ce_txt = (f"Sigmoid with cross-entropy converges to the likelihood optimum (w={ce['w'][0]:.5f}, "
               f"b={ce['b'][0]:.5f}; Newton {cw:.5f}, {cb:.5f}) {where}; "
               f"{share['sigmoid+CE']:.0%} of grid starts reach 4/5, and it gets "
-              f"{ce['correct'][0]}/5: {'like' if ce['correct'][0] == lin['correct'][0] else 'unlike'} "
-              f"least squares, its unbounded per-point loss lets the outlier tilt the unit.")
+              f"{ce['correct'][0]}/5 with a {'negative' if cw < 0 else 'positive'} slope, "
+              f"{'like' if ce['correct'][0] == lin['correct'][0] else 'unlike'} least squares.")
+    if sm["correct"][0] > max(lin["correct"][0], ce["correct"][0]) and sm["correct"][1] < sm["correct"][0]:
+        verdict = ("So the thread's 4/5 needs both MSE under a sigmoid and the thread's start: from zeros the same "
+                   "unit gets fewer, and the unbounded losses get fewer from any start")
+    elif sm["correct"][0] > max(lin["correct"][0], ce["correct"][0]):
+        verdict = "So sigmoid + MSE does best here from either start"
+    else:
+        verdict = (f"So on these points sigmoid + MSE ({sm['correct'][0]}/5) does no better than least squares "
+                   f"({lin['correct'][0]}/5) or cross-entropy ({ce['correct'][0]}/5)")
     return (f"{lin_txt} {sm_txt} {ce_txt} The hand threshold x>1 gets {thr}/5, and no monotone rule "
-            f"gets more than {refs['best_rule']}/5. So the 4/5 in the thread comes from MSE's bounded "
-            f"per-point loss under a sigmoid together with a lucky start, not from the sigmoid alone.")
+            f"gets more than {refs['best_rule']}/5. {verdict}.")
 
 
 def plot(fits, grid, out):

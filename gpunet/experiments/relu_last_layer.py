@@ -35,7 +35,7 @@ import numpy as np
 
 import gpunet as gn
 
-from .base import Result, save_figure, try_plot
+from .base import Result, difference, difference_words, integer_ticks, save_figure, try_plot
 
 NAME = "relu-last-layer"
 QUESTION = "What happens if the last layer (the logits before the softmax) has a ReLU activation?"
@@ -110,22 +110,25 @@ def seed_text(rows):
 
 
 def conclude(lin, relu, setup, rows):
-    gap = lin["test accuracy"] - relu["test accuracy"]
-    spread = (f"; accuracy range over seeds {relu['accuracy spread']:.4f} (ReLU) and "
-              f"{lin['accuracy spread']:.4f} (linear)" if setup["seeds"] > 1 else "")
+    d = difference([r["test accuracy"] for r in rows if r["logits"] == VARIANTS[1]],
+                   [r["test accuracy"] for r in rows if r["logits"] == VARIANTS[0]], paired=True)
+    lin_states = (lin["zeroed logits / sample"], lin["true-class logit 0"], lin["all logits 0"],
+                  lin["dead logits (of 10)"])
+    linear_txt = ("With linear logits none of these states occurs: no logit is ever exactly 0." if not any(lin_states)
+                  else f"With the variant called linear logits the same states occur: {lin_states[0]:.0%} of logits "
+                       f"are 0, the true class's on {lin_states[1]:.1%} of images, all of them on {lin_states[2]:.1%}.")
     dead = (f"on average {relu['dead logits (of 10)']:.2g} class(es) per run had a logit that is 0 on every test "
             f"image (never predicted except by a tie)" if relu["dead logits (of 10)"] > 0
             else "no class's logit was 0 on every test image (no fully dead logit)")
     return (f"Over {setup['seeds']} seed(s) ({setup['epochs']} epochs on {setup['train_samples']} Fashion-MNIST "
-            f"images), ReLU logits reach a test accuracy of {relu['test accuracy']:.4f} against "
-            f"{lin['test accuracy']:.4f} for linear logits ({'lower' if gap > 0 else 'not lower'} by "
-            f"{abs(gap):.4f}{spread}), and their training loss ends at {relu['train loss']:.3f} against "
-            f"{lin['train loss']:.3f}. With the ReLU, "
+            f"images), ReLU logits reach a mean test accuracy of {relu['test accuracy']:.4f} against "
+            f"{lin['test accuracy']:.4f} for linear logits: "
+            f"{difference_words(d, 'the ReLU variant', 'higher', 'lower')}. Their training loss ends at "
+            f"{relu['train loss']:.3f} against {lin['train loss']:.3f}. With the ReLU, "
             f"{relu['zeroed logits / sample']:.0%} of each sample's logits are exactly 0 (linear: "
             f"{lin['zeroed logits / sample']:.0%}); for {relu['true-class logit 0']:.1%} of test images the true "
-            f"class's logit is 0, so its gradient is zero and nothing pulls it up; "
-            f"{relu['all logits 0']:.1%} have every logit at 0 (uniform softmax, loss ln 10 = 2.303, prediction "
-            f"by tie); and {dead}.{seed_text(rows)} With linear logits none of these states exists.")
+            f"class's logit is 0; {relu['all logits 0']:.1%} have every logit at 0; and {dead}."
+            f"{seed_text(rows)} {linear_txt}")
 
 
 def plot(rows, curves, out):
@@ -134,9 +137,11 @@ def plot(rows, curves, out):
         return []
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for (variant, seed), losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, "-o" if variant == VARIANTS[0] else "--s",
-                label=f"{variant}, seed {seed}")
-    ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
+        ax.plot(range(1, len(losses) + 1), losses, "-o" if variant == VARIANTS[0] else "--s", alpha=0.6,
+                color="tab:blue" if variant == VARIANTS[0] else "tab:red",
+                label=variant if seed == min(s for v, s in curves if v == variant) else None)
+    ax.set(xlabel="epoch", ylabel="training loss (mean of the epoch)", title="training loss, one line per seed")
+    integer_ticks(ax.xaxis)
     ax.legend(fontsize=7)
     per_class = np.mean([r["per_class_zero"] for r in rows if r["logits"] == "ReLU logits"], axis=0)
     bx.bar(range(10), per_class)
@@ -148,7 +153,7 @@ def plot(rows, curves, out):
 def run(quick: bool, device: str, out) -> Result:
     dev = gn.device(device)
     train_ds, test_ds = data(quick)
-    seeds, epochs = ((0,), 2) if quick else ((0, 1, 2, 3, 4), 3)
+    seeds, epochs = ((0,), 2) if quick else (tuple(range(10)), 3)
     rows, curves = [], {}
     for variant in VARIANTS:
         for seed in seeds:
@@ -156,14 +161,16 @@ def run(quick: bool, device: str, out) -> Result:
             rows.append(row)
             curves[(variant, seed)] = losses
     lin, relu = (mean_row(rows, v) for v in VARIANTS)
-    setup = {"seeds": len(seeds), "epochs": epochs, "train_samples": len(train_ds),
+    setup = {"seeds": len(seeds), "seed_list": list(seeds), "epochs": epochs, "train_samples": len(train_ds),
              "test_samples": len(test_ds), "lr": LR, "momentum": MOMENTUM, "batch_size": BATCH,
              "model": f"mlp [784, {HIDDEN}, 10]"}
     findings = {"accuracy_linear": lin["test accuracy"], "accuracy_relu": relu["test accuracy"],
                 "zeroed_fraction_relu": relu["zeroed logits / sample"],
                 "zeroed_fraction_linear": lin["zeroed logits / sample"],
                 "true_class_zero_relu": relu["true-class logit 0"], "all_zero_relu": relu["all logits 0"],
-                "dead_logits_relu": relu["dead logits (of 10)"], "dead_logits_linear": lin["dead logits (of 10)"]}
+                "dead_logits_relu": relu["dead logits (of 10)"], "dead_logits_linear": lin["dead logits (of 10)"],
+                "accuracy_difference": difference([r["test accuracy"] for r in rows if r["logits"] == VARIANTS[1]],
+                                                  [r["test accuracy"] for r in rows if r["logits"] == VARIANTS[0]])}
     figures = plot(rows, curves, out)
     for r in rows:
         r.pop("per_class_zero")

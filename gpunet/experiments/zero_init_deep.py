@@ -26,12 +26,21 @@ the sum of the binary entropies of the priors,
 which is 10·H(0.1) = 3.2508 for balanced classes and 3.2492 with MNIST's training priors:
 the "3.24" of the question. Changing the learning rate, the width, the depth or the hidden
 activation cannot move it: none of them reaches a gradient that is not zero. Every image
-gets the same prediction, so the accuracy is the share of the most frequent class (digit 1,
-11.35% of the test set).
+gets the same prediction: the class whose output bias is largest, which is the most
+frequent training class, so the accuracy is that class's share of the test set (the
+conclusion names the class the run predicted and its share).
 
 **Constant (non-zero) init** breaks the zeros but not the symmetry: all units of a layer
 compute the same function and get the same gradient, so they stay identical; the net is
 effectively one unit wide. **Random (He) init** breaks the symmetry and the same net learns.
+
+**The question's 6.98.** Zero init starts at exactly 10·ln 2 = 6.93 on every batch, so the
+question's 6.98 did not come from zeros. A small random init gives logits of small spread
+and, for each output, an expected loss of about ln 2 + Var(z)/8: a start a little above
+6.93. The experiment runs such an init (normal, std 0.078, whose loss on the training set
+before the first step is 6.98) next
+to std 0.01: whether a small init stalls depends on how much signal survives the layers,
+which the first-layer gradient at step 1 measures.
 """
 from __future__ import annotations
 
@@ -40,9 +49,10 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
-from .base import Result, save_figure, try_plot
+from .base import Result, save_figure, style, try_plot
 
 NAME = "zero-init-deep"
+SEED = 0   # every random draw here (initial weights, batch order) is seeded with it
 QUESTION = "Why does a deep net with zero init start at loss 6.93 and stall at 3.24?"
 
 SIZES = (784, 64, 64, 64, 10)
@@ -59,7 +69,7 @@ def _net(init) -> gn.nn.Sequential:
 
     `init(fan_in)` gives each Linear's weight initializer (biases start at zero).
     """
-    gn.manual_seed(0)
+    gn.manual_seed(SEED)
     layers = [gn.nn.Flatten()]
     for i, (fan_in, fan_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
         layers.append(gn.nn.Linear(fan_in, fan_out, init=init(fan_in)))
@@ -78,7 +88,7 @@ def _train(model, data, steps, dev):
     the first layer's largest |dW| at step 1."""
     loss_fn = gn.losses.BCEWithLogits(reduction="sum")
     opt = gn.optim.SGD(model.parameters(), lr=LR)
-    loader = gn.data.DataLoader(data, BATCH, device=dev, seed=0)
+    loader = gn.data.DataLoader(data, BATCH, device=dev, seed=SEED)
     xp, named = dev.xp, model.named_parameters()
     max_grad = {name: xp.zeros((), dtype=model.dtype) for name, _ in named}
     losses, step = [], 0
@@ -152,21 +162,29 @@ def escape_step(losses, plateau, margin=0.1, window=20):
 
 def _run_init(label, init, train, test, steps, dev) -> dict:
     model = _net(init).to(dev)
+    initial_train_loss, _ = _evaluate(model, train, dev)
     losses, max_grad, first_grad = _train(model, train, steps, dev)
     final_loss, _ = _evaluate(model, train, dev)
     _, acc = _evaluate(model, test, dev)
     names = [n for n, _ in model.named_parameters()]
     out_bias = names[-1]
     return {"init": label, "losses": losses, "final_loss": final_loss, "accuracy": acc,
+            "initial_train_loss": initial_train_loss,
             "max_other_grad": max(v for k, v in max_grad.items() if k != out_bias),
             "first_grad_step1": first_grad, "bias_vs_prior": _bias_vs_prior(model, train),
             "distinct_units": _distinct_units(model), "bitwise_distinct_units": _exact_distinct(model)}
 
 
+# The question's loss starts at 6.98, not 10·ln 2 = 6.93: zero init cannot give that start,
+# a small random init can. std 0.078 (seed 0) is the small normal init whose loss on the
+# training set before any step is 6.98 here.
+QUESTION_INIT = "normal(0, 0.078)"
+
 INITS = (  # label, fan_in -> initializer
     ("zeros", lambda fan_in: "zeros"),
     ("constant 1/fan_in", lambda fan_in: gn.nn.init.constant(1.0 / fan_in)),
     ("normal(0, 0.01)", lambda fan_in: gn.nn.init.normal(std=0.01)),
+    (QUESTION_INIT, lambda fan_in: gn.nn.init.normal(std=0.078)),
     ("he_normal", lambda fan_in: "he_normal"),
 )
 
@@ -176,8 +194,8 @@ def _plot(runs, plateau, out: Path) -> list:
     if plt is None:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        ax.plot(np.arange(1, len(r["losses"]) + 1), r["losses"], label=r["init"], lw=1)
+    for i, r in enumerate(runs):
+        ax.plot(np.arange(1, len(r["losses"]) + 1), r["losses"], label=r["init"], **style(i))
     ax.axhline(10 * np.log(2), ls=":", c="gray", label="10·ln 2")
     ax.axhline(plateau, ls="--", c="k", label="Σ H(prior)")
     ax.set_xscale("log")
@@ -187,9 +205,18 @@ def _plot(runs, plateau, out: Path) -> list:
     return save_figure(fig, out, "loss.png", dpi=120)
 
 
+def _where(r) -> str:
+    if r["escape"]:
+        return (f"sits on the plateau until step {r['escape']} of {len(r['losses'])} and then learns "
+                f"(loss {r['final_loss']:.4f}, {r['accuracy']:.2%})")
+    return (f"has not left the plateau after {len(r['losses'])} steps (loss {r['final_loss']:.4f}, "
+            f"{r['accuracy']:.2%})")
+
+
 def _conclusion(runs, plateau, balanced, top_prior, top_class) -> str:
     by = {r["init"]: r for r in runs}
     z, c, s, h = by["zeros"], by["constant 1/fan_in"], by["normal(0, 0.01)"], by["he_normal"]
+    q = by[QUESTION_INIT]
     parts = [f"Zero init starts at {z['losses'][0]:.4f} (10·ln 2 = {10 * np.log(2):.4f}) and ends at "
              f"{z['final_loss']:.4f} on the training set, {z['final_loss'] - plateau:+.1e} from "
              f"Σ_c H(prior_c) = {plateau:.4f} (10·H(0.1) = {balanced:.4f} would assume balanced "
@@ -208,23 +235,28 @@ def _conclusion(runs, plateau, balanced, top_prior, top_class) -> str:
                       f"predicting digit {top_class}.")
     units, exact = "/".join(map(str, c["distinct_units"])), "/".join(map(str, c["bitwise_distinct_units"]))
     same = max(c["distinct_units"]) == 1
+    width = ("a net one unit wide" if same else
+             f"at most {max(c['distinct_units'])} different units per layer")
+    on_plateau = abs(c["final_loss"] - plateau) < 0.05
     parts.append(f"Constant init gets non-zero gradients (layer 1: {c['first_grad_step1']:.2g} at step 1) "
-                 f"but leaves {units} distinct unit(s) per hidden layer after training "
+                 f"and leaves {units} distinct unit(s) per hidden layer after training "
                  + ("(all units of a layer identical" if same else "(the symmetry broke")
                  + (f"; bitwise {exact}, from BLAS rounding)" if exact != units else ")")
-                 + f": a net one unit wide, at loss {c['final_loss']:.4f} and {c['accuracy']:.2%}"
-                 + (", still on the plateau." if abs(c["final_loss"] - plateau) < 0.05 else "."))
+                 + f": {width}, at loss {c['final_loss']:.4f} and {c['accuracy']:.2%}"
+                 + (", still on the plateau." if on_plateau else ", off the plateau."))
     ratio = h["first_grad_step1"] / max(s["first_grad_step1"], 1e-30)
-    where = (f"sits on the plateau until step {s['escape']} and then learns ({s['final_loss']:.4f}, "
-             f"{s['accuracy']:.2%})" if s["escape"] else
-             f"has not left the plateau after {len(s['losses'])} steps ({s['final_loss']:.4f}, "
-             f"{s['accuracy']:.2%})")
-    parts.append(f"Small random weights (std 0.01) also start at {s['losses'][0]:.4f}; their first-layer "
-                 f"gradient at step 1 is {s['first_grad_step1']:.1e}, {ratio:.0f}× less than He init's, "
-                 f"because the signal shrinks through the {len(SIZES) - 2} hidden layers, and the net "
-                 f"{where}.")
-    parts.append(f"He init on the same net leaves the plateau at step {h['escape']} and reaches loss "
-                 f"{h['final_loss']:.4f} and {h['accuracy']:.2%}.")
+    parts.append(f"Small random weights (std 0.01) start at {s['losses'][0]:.4f}; their first-layer "
+                 f"gradient at step 1 is {s['first_grad_step1']:.1e}, {ratio:.3g}× "
+                 f"{'less' if ratio > 1 else 'more'} than He init's, and the net {_where(s)}.")
+    gap = q["initial_train_loss"] - 10 * np.log(2)
+    parts.append(f"A normal init with std 0.078 starts at {q['initial_train_loss']:.4f} on the training set, "
+                 f"{gap:+.3f} from 10·ln 2"
+                 + (", the question's 6.98 (zero init cannot start there: its start is exactly 10·ln 2)"
+                    if abs(q["initial_train_loss"] - 6.98) < 0.005 else ", not the question's 6.98")
+                 + f", and {_where(q)}"
+                 + (f": a start at {q['initial_train_loss']:.2f} does not by itself mean a stall." if q["escape"] is not None
+                    and q["escape"] < len(q["losses"]) // 10 else "."))
+    parts.append(f"He init on the same net {_where(h)}.")
     return " ".join(parts)
 
 
@@ -260,7 +292,9 @@ def run(quick: bool, device: str, out: Path) -> Result:
                 "small_escape_step": by["normal(0, 0.01)"]["escape"],
                 "small_first_grad_step1": by["normal(0, 0.01)"]["first_grad_step1"],
                 "he_first_grad_step1": by["he_normal"]["first_grad_step1"],
-                "he_final_loss": by["he_normal"]["final_loss"], "he_accuracy": by["he_normal"]["accuracy"]}
+                "he_final_loss": by["he_normal"]["final_loss"], "he_accuracy": by["he_normal"]["accuracy"],
+                "question_init_initial_loss": by[QUESTION_INIT]["initial_train_loss"],
+                "question_init_escape_step": by[QUESTION_INIT]["escape"]}
     return Result(NAME, QUESTION, columns=list(rows[0]), rows=rows,
                   conclusion=_conclusion(runs, plateau, balanced, float(test_priors[top]), top),
                   data={"loss_curves": {r["init"]: r["losses"] for r in runs}, "sizes": list(SIZES),

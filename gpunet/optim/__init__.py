@@ -14,6 +14,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .clip import clip_grad_norm, clip_grad_norm_, clip_grad_value, clip_grad_value_  # noqa: F401
 from .groups import ParamGroup  # noqa: F401
+from .lbfgs import LBFGS  # noqa: F401
 from .optimizer import Optimizer
 from .plateau import ReduceLROnPlateau
 from .radam import NAdam, RAdam
@@ -35,7 +36,7 @@ def get(name: str, params, **kw) -> Optimizer:
     return cls(params, **kw)
 
 
-__all__ = ["Optimizer", "ParamGroup", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
+__all__ = ["Optimizer", "ParamGroup", "SGD", "LBFGS", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
            "clip_grad_norm", "clip_grad_norm_", "clip_grad_value", "clip_grad_value_", "get", "schedules",
            "Schedule", "Scheduler", "StepScheduler", "Constant", "StepLR", "MultiStep", "Exponential", "Cosine",
            "CosineWarmRestarts", "Polynomial", "OneCycle", "ReduceLROnPlateau", "LinearWarmup",
