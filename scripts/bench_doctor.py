@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     ratios = [w["wall"] / wo["wall"] - 1.0 for w, wo in zip(runs["with"], runs["without"])]
     result["overhead_wall_per_round"] = ratios
     result["overhead_wall_per_round_min"], result["overhead_wall_per_round_max"] = min(ratios), max(ratios)
+    result["overhead_wall_per_round_median"] = statistics.median(ratios)
     table = Table(title=f"LiveDoctor overhead: {result['model']}, {args.dataset}, batch {args.batch_size}, "
                         f"{result['device']}")
     for col in ("", "median wall s", "median CPU s", "best wall s", "wall s per epoch"):
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
                   f"best wall {result['overhead_min_wall']:+.2%}; "
                   f"direct: {doctor_s * 1e3:.1f} ms of doctor work per epoch = {result['overhead_direct']:.3%} "
                   f"of the epoch ({statistics.median(r['samples'] for r in runs['with'])} checks); "
-                  f"per round {result['overhead_wall_per_round_min']:+.2%} .. "
+                  f"per round median {result['overhead_wall_per_round_median']:+.2%}, "
+                  f"range {result['overhead_wall_per_round_min']:+.2%} .. "
                   f"{result['overhead_wall_per_round_max']:+.2%}; load average {load_before} -> "
                   f"{result['load_average_after']}")
     if args.out:
