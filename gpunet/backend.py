@@ -97,7 +97,7 @@ def _probe() -> GpuStatus:
         missing, why = problem
         return GpuStatus(False, missing, f"{count} CUDA device(s) visible, but {why}", version, tuple(devices))
     return GpuStatus(True, None, f"{count} CUDA device(s) usable (a test kernel compiled with NVRTC and "
-                     "ran; cuRAND drew numbers)", version, tuple(devices))
+                     "ran, so did a CuPy elementwise kernel, and cuRAND drew numbers)", version, tuple(devices))
 
 
 # A driver and a device are not enough: CuPy compiles every kernel at run time with NVRTC
@@ -122,8 +122,8 @@ def _wheel(name: str, major) -> str:
 
 
 def _toolchain_problem(cupy):
-    """None when a one-line kernel compiles, launches and gives the right values and cuRAND
-    draws; else (missing, reason) naming the missing piece and the pip package carrying it."""
+    """None when a one-line kernel compiles, launches and gives the right values, a CuPy
+    elementwise kernel does too, and cuRAND draws; else (missing, reason) naming the missing piece and the pip package carrying it."""
     major = _cuda_major(cupy)
     cuda = f"CUDA {major}" if major else "your CUDA version"
     step = "compiling a test kernel with NVRTC"
@@ -139,6 +139,9 @@ def _toolchain_problem(cupy):
             if not np.array_equal(got, want):
                 return "kernel", (f"a test kernel ran and wrote wrong values ({got[:4]}..., expected {want[:4]}...): "
                                   "the GPU or its driver is not working; check `nvidia-smi`")
+            step = "running a CuPy elementwise kernel (compiled with CuPy's and CUDA's headers)"
+            if not np.array_equal(cupy.asnumpy(y * 2), want * 2):  # sync
+                return "kernel", "a CuPy elementwise kernel wrote wrong values: check `nvidia-smi`"
             step = "drawing random numbers with cuRAND"
             float(cupy.random.RandomState(0).random_sample(4, dtype=np.float32).sum())  # sync
     except Exception as e:  # noqa: BLE001 - classified below, never escapes the probe

@@ -158,6 +158,7 @@ def test_same_device_asarray_adds_no_events(fake_gpu):
 def test_reduce_scales_each_replica_on_its_own_device(fake_gpu, reduce):
     """Unequal shards (2 + 1) take both scaling passes; each must run with its GPU current."""
     probe()
+    fake_cupy.log.clear()
     model = nn.Sequential(nn.Linear(3, 2))
     dp = DataParallel(model, losses.MSE(), optim.SGD(model.parameters(), lr=0.1), ["cuda:0", "cuda:1"],
                       reduce=reduce, comm=OrderedComm())
