@@ -340,6 +340,8 @@ class Device:
         """
         cuda = self.xp.cuda
         with cuda.Device(a.device.id):
+            if not a.flags.c_contiguous:  # CuPy would do this on the source's stream after `ready`
+                a = a.copy()
             ready = cuda.Event(disable_timing=True)  # an event is recorded on its own device's stream
             ready.record()
         cuda.get_current_stream().wait_event(ready)

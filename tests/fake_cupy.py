@@ -89,6 +89,13 @@ class FakeArray(np.ndarray):
                              f"current device ({current()}). Peer access is unavailable between these devices.")
         np.asarray(self)[key] = np.asarray(value) if isinstance(value, FakeArray) else value
 
+    def copy(self, order="C"):  # a copy kernel on the current device
+        log.append(("copy", current(), self._dev))
+        if self._dev != current():
+            raise ValueError(f"The device where the array resides ({self._dev}) is different from the "
+                             f"current device ({current()}). Peer access is unavailable between these devices.")
+        return _on_current(self)
+
     def get(self):
         return np.array(self)
 

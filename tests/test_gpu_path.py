@@ -131,18 +131,19 @@ def test_generator_copy_on_the_cpu_continues_the_stream():
 def test_peer_copy_waits_for_the_source_and_holds_it_back(fake_gpu):
     probe()
     d0, d1 = gn.device("cuda:0"), gn.device("cuda:1")
-    a = d0.asarray(np.arange(4.0))
+    a = d0.asarray(np.arange(8.0))[::2]  # strided: made contiguous on the source first
     fake_cupy.log.clear()
     b = d1.asarray(a)
-    order = [e for e in fake_cupy.log if e[0] in ("record", "wait", "peer_copy")]
-    ready, done = order[0][2], order[3][2]
-    assert order == [("record", 0, ready),   # on the source's stream, after its pending work
+    order = [e for e in fake_cupy.log if e[0] in ("copy", "record", "wait", "peer_copy")]
+    ready, done = order[1][2], order[4][2]
+    assert order == [("copy", 0, 0),         # strided: made contiguous on the source's stream
+                     ("record", 0, ready),   # on the source's stream, after its pending work
                      ("wait", 1, ready),     # the destination's stream waits for it
                      ("peer_copy", 1, 0),    # the copy, queued on the destination's stream
                      ("record", 1, done),
                      ("wait", 0, done)]      # the source's later work waits for the copy
     assert b.device.id == 1 and fake_cupy.current() == 0
-    np.testing.assert_array_equal(backend.to_numpy(b), np.arange(4.0))
+    np.testing.assert_array_equal(backend.to_numpy(b), np.arange(0.0, 8.0, 2.0))
 
 
 def test_same_device_asarray_adds_no_events(fake_gpu):
