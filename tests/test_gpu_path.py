@@ -42,6 +42,7 @@ class OrderedComm(Communicator):
     name = "ordered"
 
     def all_reduce(self, buffers, op="sum"):
+        self.called_on = fake_cupy.current()
         total = sum(backend.to_numpy(b) for b in buffers)
         for b in buffers:
             dev = backend.device_of(b)
@@ -186,6 +187,7 @@ def test_train_step_keeps_replica_zeros_sums_on_its_device(fake_gpu):
     x, y = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((6, 3)).astype(np.float32)
     loss, correct = dp.train_step(x, y)
     assert loss.device.id == 1 and correct.device.id == 1 and fake_cupy.current() == 0
+    assert dp.comm.called_on == 1  # the communicator runs with replica 0's device current
     assert np.isfinite(backend.to_numpy(loss))
     dp.check_replicas()
 

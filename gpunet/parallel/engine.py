@@ -142,7 +142,8 @@ class DataParallel:
             for r, n in zip(self.replicas, sizes):  # unequal shards: weight by N·n_i/n
                 with r.device:  # each scaling runs on its own GPU's stream, after its backward
                     r.flat_grad *= r.flat_grad.dtype.type(n * self.n / total)
-        self.comm.all_reduce([r.flat_grad for r in self.replicas], op="sum")
+        with self.replicas[0].device:  # a communicator's work without a device of its own runs on replica 0's
+            self.comm.all_reduce([r.flat_grad for r in self.replicas], op="sum")
         if self.reduce == "mean":
             scale = self.replicas[0].flat_grad.dtype.type(1.0 / self.world)
             for r in self.replicas:
