@@ -39,7 +39,8 @@ KERNEL_OPTIONS = ("-std=c++17", "-ftz=true")
 
 @dataclasses.dataclass(frozen=True)
 class GpuStatus:
-    """Why a GPU can or cannot be used. `missing` is None, "cupy", "driver" or "device"."""
+    """Why a GPU can or cannot be used. `missing` is None, "cupy", "driver", "device", or what
+    the test kernel found missing: "nvrtc", "headers", "curand" or "kernel"."""
     available: bool
     missing: str | None
     reason: str
@@ -91,7 +92,83 @@ def _probe() -> GpuStatus:
         except Exception as e:
             devices.append({"index": i, "name": f"unreadable ({e})", "memory_gib": float("nan"),
                             "compute_capability": "?"})
-    return GpuStatus(True, None, f"{count} CUDA device(s) usable", version, tuple(devices))
+    problem = _toolchain_problem(cupy)
+    if problem is not None:
+        missing, why = problem
+        return GpuStatus(False, missing, f"{count} CUDA device(s) visible, but {why}", version, tuple(devices))
+    return GpuStatus(True, None, f"{count} CUDA device(s) usable (a test kernel compiled with NVRTC and "
+                     "ran, so did a CuPy elementwise kernel, and cuRAND drew numbers)", version, tuple(devices))
+
+
+# A driver and a device are not enough: CuPy compiles every kernel at run time with NVRTC
+# (a separate library), gpunet's kernels are compiled with KERNEL_OPTIONS, and Dropout draws
+# from cuRAND. Each is loaded lazily by CuPy, so only using them shows whether they are there.
+PROBE_KERNEL = 'extern "C" __global__ void gpunet_probe(float* y) { y[threadIdx.x] = 2.0f * threadIdx.x + 1.0f; }'
+_HEADER_RE = re.compile(r'(?:cannot|could not) open source file "([^"]+)"')
+
+
+def _cuda_major(cupy):
+    try:
+        return int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:
+        return None
+
+
+def _wheel(name: str, major) -> str:
+    """The pip package carrying a CUDA component: `name-cu12` for CUDA 12, plain `name` for 13+."""
+    if major is not None and major <= 12:
+        return f"{name}-cu{major}"
+    return name
+
+
+def _toolchain_problem(cupy):
+    """None when a one-line kernel compiles, launches and gives the right values, a CuPy
+    elementwise kernel does too, and cuRAND draws; else (missing, reason) naming the missing piece and the pip package carrying it."""
+    major = _cuda_major(cupy)
+    cuda = f"CUDA {major}" if major else "your CUDA version"
+    step = "compiling a test kernel with NVRTC"
+    try:
+        with cupy.cuda.Device(0):
+            kernel = cupy.RawKernel(PROBE_KERNEL, "gpunet_probe", options=KERNEL_OPTIONS)
+            kernel.compile()
+            step = "launching a test kernel"
+            y = cupy.zeros(32, dtype=np.float32)
+            kernel((1,), (32,), (y,))
+            got = cupy.asnumpy(y)  # sync: a launch failure surfaces here
+            want = 2.0 * np.arange(32, dtype=np.float32) + 1.0
+            if not np.array_equal(got, want):
+                return "kernel", (f"a test kernel ran and wrote wrong values ({got[:4]}..., expected {want[:4]}...): "
+                                  "the GPU or its driver is not working; check `nvidia-smi`")
+            step = "running a CuPy elementwise kernel (compiled with CuPy's and CUDA's headers)"
+            if not np.array_equal(cupy.asnumpy(y * 2), want * 2):  # sync
+                return "kernel", "a CuPy elementwise kernel wrote wrong values: check `nvidia-smi`"
+            step = "drawing random numbers with cuRAND"
+            float(cupy.random.RandomState(0).random_sample(4, dtype=np.float32).sum())  # sync
+    except Exception as e:  # noqa: BLE001 - classified below, never escapes the probe
+        text = f"{type(e).__name__}: {e}"
+        low = text.lower()
+        header = _HEADER_RE.search(text)
+        if header:
+            return "headers", (f"{step} failed: the CUDA header {header.group(1)!r} was not found ({_first_line(text)}). "
+                               f"Install the CUDA headers for {cuda}: `pip install {_wheel('nvidia-cuda-runtime', major)}`, "
+                               "or a CUDA Toolkit with CUDA_PATH pointing at it")
+        if "curand" in low:
+            return "curand", (f"{step} failed: cuRAND is missing ({_first_line(text)}). "
+                              f"Install it for {cuda}: `pip install {_wheel('nvidia-curand', major)}`")
+        if "nvrtc" in low and type(e).__name__ != "CompileException":
+            return "nvrtc", (f"{step} failed: NVRTC, the CUDA run-time compiler CuPy needs for every kernel, "
+                             f"is missing ({_first_line(text)}). Install it for {cuda}: "
+                             f"`pip install {_wheel('nvidia-cuda-nvrtc', major)}`")
+        return "kernel", (f"{step} failed ({_first_line(text)}). Check that the CUDA components match the driver "
+                          f"(`pip install {_wheel('nvidia-cuda-nvrtc', major)} {_wheel('nvidia-cuda-runtime', major)} "
+                          f"{_wheel('nvidia-curand', major)}`) and see `nvidia-smi`")
+    return None
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    out = " | ".join(lines[:3])
+    return out if len(out) <= limit else out[:limit] + "..."
 
 
 def gpu_status(refresh: bool = False) -> GpuStatus:
@@ -106,7 +183,8 @@ def gpu_status(refresh: bool = False) -> GpuStatus:
 
 
 def is_gpu_available() -> bool:
-    """True when CuPy imports, a driver is present and at least one device is visible."""
+    """True when CuPy imports, a driver is present, at least one device is visible, and a
+    test kernel compiles (NVRTC), launches and gives the right values, and cuRAND draws."""
     try:
         return gpu_status().available
     except Exception:
@@ -188,6 +266,18 @@ class Generator:
         else:
             self.rng.bit_generator.state = state["state"]
 
+    # Copying a model copies its Dropout generators. CuPy's RandomState holds a lock and a
+    # cuRAND handle and refuses to be copied, so a copy is rebuilt from `state()`: exact on
+    # the CPU, the same seed restarted on a GPU (as a checkpoint restores it).
+    def __deepcopy__(self, memo):
+        new = Generator(self.device, self.seed)
+        new.set_state(self.state())
+        memo[id(self)] = new
+        return new
+
+    def __copy__(self):
+        return self.__deepcopy__({})
+
 
 class Device:
     """One place arrays live: the host CPU (NumPy) or one CUDA GPU (CuPy)."""
@@ -199,6 +289,7 @@ class Device:
         self.name = f"cuda:{index}" if self.is_gpu else "cpu"
         self.xp = _import_cupy() if self.is_gpu else np
         self._modules = {}
+        self._ctx_stack = []
         self.seed(seed)
 
     # -- random streams
@@ -226,11 +317,41 @@ class Device:
 
     # -- transfers
     def asarray(self, a, dtype=None):
-        """Put `a` on this device (copying only when needed), optionally casting."""
+        """Put `a` on this device (copying only when needed), optionally casting.
+
+        From another GPU the copy is ordered against both devices' streams (see `_peer_copy`).
+        """
         if self.is_gpu:
             with self:
+                if is_cupy_array(a) and a.device.id != self.index:
+                    return self._peer_copy(a, dtype)
                 return self.xp.asarray(a, dtype=dtype)
         return np.asarray(to_numpy(a), dtype=dtype)
+
+    def _peer_copy(self, a, dtype):
+        """Copy `a` from another GPU onto this one (this device is current).
+
+        CuPy queues a peer copy on the destination's current stream only, so by itself it
+        neither waits for the work still pending on the source's stream (it could read a
+        gradient before the kernel writing it has run) nor holds back the source's later
+        work (which could overwrite `a` before the copy has read it). Events order both:
+
+            source stream:       ... writes a ... record(ready) ........ wait(done) ...
+            destination stream:  wait(ready) -> copy -> record(done) ...
+        """
+        cuda = self.xp.cuda
+        with cuda.Device(a.device.id):
+            if not a.flags.c_contiguous:  # CuPy would do this on the source's stream after `ready`
+                a = a.copy()
+            ready = cuda.Event(disable_timing=True)  # an event is recorded on its own device's stream
+            ready.record()
+        cuda.get_current_stream().wait_event(ready)
+        out = self.xp.asarray(a, dtype=dtype)
+        done = cuda.Event(disable_timing=True)
+        done.record()
+        with cuda.Device(a.device.id):
+            cuda.get_current_stream().wait_event(done)
+        return out
 
     def to_host(self, a) -> np.ndarray:
         return to_numpy(a)  # sync
@@ -240,16 +361,20 @@ class Device:
             with self:
                 self.xp.cuda.Device(self.index).synchronize()
 
-    # -- context: makes this GPU current for allocations and launches
+    # -- context: makes this GPU current for allocations and launches. Re-entrant: a Device
+    # is a singleton, so `with dev:` nests (a layer's op inside a replica's step); each entry
+    # keeps its own CuPy context, since CuPy's Device restores the previous GPU from a stack
+    # kept on that one object.
     def __enter__(self):
         if self.is_gpu:
-            self._ctx = self.xp.cuda.Device(self.index)
-            self._ctx.__enter__()
+            ctx = self.xp.cuda.Device(self.index)
+            ctx.__enter__()
+            self._ctx_stack.append(ctx)
         return self
 
     def __exit__(self, *exc):
         if self.is_gpu:
-            self._ctx.__exit__(*exc)
+            self._ctx_stack.pop().__exit__(*exc)
         return False
 
     # -- raw CUDA kernels

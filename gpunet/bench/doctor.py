@@ -1,7 +1,8 @@
 """Overhead of LiveDoctor on the MNIST MLP (784-512-256-10, batch 128, one epoch, CPU by default).
 
 Runs epochs alternately with and without a LiveDoctor (fresh model each time, same
-seed) and reports the median epoch time of each, wall clock and process CPU time, and
+seed; "without" is `Trainer(doctor=False)`, since the Trainer adds a LiveDoctor by
+default) and reports the median epoch time of each, wall clock and process CPU time, and
 
     overhead = median(with) / median(without) − 1.
 
@@ -11,11 +12,12 @@ step, the cost of ‖g‖² and ‖w‖² of every parameter (timed separately a
 
     direct overhead = doctor seconds / epoch seconds without the doctor.
 
-Usage: python scripts/bench_doctor.py [--dataset mnist] [--repeats 5] [--device cpu] [--out bench.json]
+Usage: python -m gpunet bench doctor [--dataset mnist] [--repeats 5] [--device cpu] [--out bench.json]
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import time
@@ -27,6 +29,7 @@ from rich.table import Table
 
 import gpunet as gn
 from gpunet import backend, data, doctor, losses, models, optim
+from gpunet.bench.host import blas_threads, cpu_count, device_name, load_average
 
 
 class TimedLiveDoctor(doctor.LiveDoctor):
@@ -65,12 +68,28 @@ def sample_cost(params, repeats=20) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def one_epoch(train, device, with_doctor: bool, batch_size: int) -> dict:
+def make_trainer(train, device, with_doctor: bool):
+    """A fresh model and Trainer with exactly one LiveDoctor (timed) or none at all.
+
+    The Trainer adds a LiveDoctor by default (`doctor=True`), so the baseline must say
+    `doctor=False`: otherwise "without" would carry a doctor too and the overhead would
+    be about 0 by construction.
+    """
     gn.manual_seed(0)
     model = models.mlp([int(np.prod(train.x.shape[1:])), 512, 256, 10])
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     live = TimedLiveDoctor(verbose=False) if with_doctor else None
-    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=device, callbacks=[live] if live else [])
+    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=device, doctor=False,
+                         callbacks=[live] if live else [])
+    doctors = [cb for cb in trainer.callbacks.callbacks if isinstance(cb, doctor.LiveDoctor)]
+    if doctors != ([live] if live else []):
+        raise AssertionError(f"bench_doctor: expected {'one timed' if live else 'no'} LiveDoctor, "
+                             f"the trainer has {doctors}")
+    return trainer, live, opt
+
+
+def one_epoch(train, device, with_doctor: bool, batch_size: int) -> dict:
+    trainer, live, opt = make_trainer(train, device, with_doctor)
     loader = trainer.loader(train, batch_size)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(loader, 1, batch_size)  # fit ends in a sync (the epoch's loss is read on the host)
@@ -93,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     train = data.load(args.dataset, "train")
+    load_before = load_average()
     one_epoch(train, args.device, True, args.batch_size)  # warm-up (allocator, BLAS threads, caches)
     runs = {"without": [], "with": []}
     for i in range(args.repeats):  # alternate, so drift in machine load hits both sides alike
@@ -100,7 +120,13 @@ def main(argv=None) -> int:
             runs[kind].append(one_epoch(train, args.device, kind == "with", args.batch_size))
     med = {(k, m): statistics.median(r[m] for r in v) for k, v in runs.items() for m in ("wall", "cpu")}
     doctor_s = statistics.median(r["doctor"] for r in runs["with"])
-    result = {"dataset": args.dataset, "device": gn.device(args.device).name, "batch_size": args.batch_size,
+    dev = gn.device(args.device)
+    threads, blas = blas_threads()
+    result = {"benchmark": "doctor_overhead", "date": datetime.date.today().isoformat(),
+              "device_name": device_name(dev), "cpu_count": cpu_count(), "blas_threads": threads, "blas": blas,
+              "load_average_before": load_before, "load_average_after": load_average(),
+              "baseline": "Trainer(doctor=False), no LiveDoctor at all",
+              "dataset": args.dataset, "device": dev.name, "batch_size": args.batch_size,
               "model": f"mlp {int(np.prod(train.x.shape[1:]))}-512-256-10", "repeats": args.repeats, "epochs": runs,
               "median_wall_without_s": med["without", "wall"], "median_wall_with_s": med["with", "wall"],
               "median_cpu_without_s": med["without", "cpu"], "median_cpu_with_s": med["with", "cpu"],
@@ -110,6 +136,13 @@ def main(argv=None) -> int:
               "min_wall_with_s": min(r["wall"] for r in runs["with"]),
               "doctor_seconds_per_epoch": doctor_s, "overhead_direct": doctor_s / med["without", "wall"]}
     result["overhead_min_wall"] = result["min_wall_with_s"] / result["min_wall_without_s"] - 1.0
+    # Spread: the epochs' range and the per-round ratios (each round ran both sides back to back).
+    for kind in ("without", "with"):
+        result[f"max_wall_{kind}_s"] = max(r["wall"] for r in runs[kind])
+    ratios = [w["wall"] / wo["wall"] - 1.0 for w, wo in zip(runs["with"], runs["without"])]
+    result["overhead_wall_per_round"] = ratios
+    result["overhead_wall_per_round_min"], result["overhead_wall_per_round_max"] = min(ratios), max(ratios)
+    result["overhead_wall_per_round_median"] = statistics.median(ratios)
     table = Table(title=f"LiveDoctor overhead: {result['model']}, {args.dataset}, batch {args.batch_size}, "
                         f"{result['device']}")
     for col in ("", "median wall s", "median CPU s", "best wall s", "wall s per epoch"):
@@ -123,7 +156,11 @@ def main(argv=None) -> int:
     console.print(f"overhead: median wall {result['overhead_wall']:+.2%}, median CPU {result['overhead_cpu']:+.2%}, "
                   f"best wall {result['overhead_min_wall']:+.2%}; "
                   f"direct: {doctor_s * 1e3:.1f} ms of doctor work per epoch = {result['overhead_direct']:.3%} "
-                  f"of the epoch ({statistics.median(r['samples'] for r in runs['with'])} checks)")
+                  f"of the epoch ({statistics.median(r['samples'] for r in runs['with'])} checks); "
+                  f"per round median {result['overhead_wall_per_round_median']:+.2%}, "
+                  f"range {result['overhead_wall_per_round_min']:+.2%} .. "
+                  f"{result['overhead_wall_per_round_max']:+.2%}; load average {load_before} -> "
+                  f"{result['load_average_after']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

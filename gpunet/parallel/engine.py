@@ -91,10 +91,12 @@ class DataParallel:
         self.comm = comm
         # One global rank per replica: process rank × local replicas + local index.
         base = comm.rank * self.n
-        self.replicas = []
-        for i, dev in enumerate(self.devices):
-            m, l, o = (model, loss_fn, optimizer) if i == 0 else copy.deepcopy((model, loss_fn, optimizer))
-            self.replicas.append(Replica(i, dev, m, l, o, generator_seed=seed * 1_000_003 + base + i))
+        # Copy first, then place: every copy is taken from the caller's objects before any
+        # replica moves them or gives their Dropout layers a device generator.
+        copies = [(model, loss_fn, optimizer)] + [copy.deepcopy((model, loss_fn, optimizer))
+                                                  for _ in self.devices[1:]]
+        self.replicas = [Replica(i, dev, m, l, o, generator_seed=seed * 1_000_003 + base + i)
+                         for i, (dev, (m, l, o)) in enumerate(zip(self.devices, copies))]
         self.world = self.n * comm.world_size
 
     # ------------------------------------------------------------- one step
@@ -121,14 +123,16 @@ class DataParallel:
                                    f"per replica ({self.n} replicas)")
         home = self.replicas[0].device
         xp = home.xp
-        loss_sum, correct, start = xp.zeros((), np.float64), xp.zeros((), np.int64), 0
+        with home:
+            loss_sum, correct, start = xp.zeros((), np.float64), xp.zeros((), np.int64), 0
         for r, n in zip(self.replicas, sizes):
             with r.device:
                 xs, ys = r.device.asarray(x[start:start + n]), r.device.asarray(y[start:start + n])
                 loss, c = forward_backward(r.model, r.loss_fn, xs, ys, metrics)
-            loss_sum += home.asarray(loss) * n
-            if metrics:
-                correct += home.asarray(c)
+            with home:  # the sums live on replica 0's device
+                loss_sum += home.asarray(loss) * n
+                if metrics:
+                    correct += home.asarray(c)
             start += n
         self._reduce(sizes)
         if before_step is not None:
@@ -137,7 +141,8 @@ class DataParallel:
             with r.device:
                 r.optimizer.step()
                 r.optimizer.zero_grad()
-        return loss_sum / x.shape[0], (correct if metrics else None)
+        with home:
+            return loss_sum / x.shape[0], (correct if metrics else None)
 
     def _reduce(self, sizes):
         if self.world == 1:  # one replica: its gradient already is the global one
@@ -145,12 +150,15 @@ class DataParallel:
         total = sum(sizes)
         if len(set(sizes)) > 1:
             for r, n in zip(self.replicas, sizes):  # unequal shards: weight by N·n_i/n
-                r.flat_grad *= r.flat_grad.dtype.type(n * self.n / total)
-        self.comm.all_reduce([r.flat_grad for r in self.replicas], op="sum")
+                with r.device:  # each scaling runs on its own GPU's stream, after its backward
+                    r.flat_grad *= r.flat_grad.dtype.type(n * self.n / total)
+        with self.replicas[0].device:  # a communicator's work without a device of its own runs on replica 0's
+            self.comm.all_reduce([r.flat_grad for r in self.replicas], op="sum")
         if self.reduce == "mean":
             scale = self.replicas[0].flat_grad.dtype.type(1.0 / self.world)
             for r in self.replicas:
-                r.flat_grad *= scale
+                with r.device:
+                    r.flat_grad *= scale
 
     def broadcast_state(self):
         """Copy replica 0's weights, buffers and optimizer state to every other replica."""
