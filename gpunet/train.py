@@ -58,8 +58,8 @@ class Trainer:
             raise GpunetValueError(f"warmup_epochs: expected a number >= 0, got {warmup_epochs!r}")
         self.engine = None
         if devices is not None:
-            from .parallel import DataParallel
-            self.engine = DataParallel(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
+            from .parallel import make_engine
+            self.engine = make_engine(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
             self.device = self.engine.devices[0]
         else:
             self.device = backend.device(device)
@@ -82,12 +82,16 @@ class Trainer:
                 live = [LiveDoctor(ignore=doctor_ignore)]
         # History first: checkpoints see the epoch; LiveDoctor before checkpoints: a diverged
         # run stops before its weights overwrite the last good checkpoint.
-        self.callbacks = CallbackList([self.history, *live, *callbacks, *extra])
+        self.callbacks = CallbackList([self.history, *live, *self._engine_callbacks(), *callbacks, *extra])
         self.callbacks.set_trainer(self)
         self.epoch, self.global_step, self.stop_training = 0, 0, False
         self._batch_done, self._acc = 0, None  # progress inside the current epoch
         self._resume_batch, self._resume_acc = 0, None
         self.config = None  # JSON-able run config, stored in checkpoints (evaluate rebuilds from it)
+
+    def _engine_callbacks(self):
+        """A multi-process engine's own callbacks (agreement, checksums), before the user's."""
+        return list(self.engine.callbacks()) if hasattr(self.engine, "callbacks") else []
 
     def _make_scheduler(self, schedule):
         if schedule is None or (hasattr(schedule, "step") and hasattr(schedule, "state_dict")):
@@ -103,9 +107,10 @@ class Trainer:
         if not isinstance(data, Dataset):
             raise GpunetTypeError(f"data: expected a gn.data.Dataset or DataLoader, got {type(data).__name__}")
         rank, world = self._process_rank()
-        if shuffle and world > 1:  # one process per rank: each loads its own disjoint shard
-            return DataLoader(data, batch_size // world, shuffle=True, drop_last=drop_last, device=self.device,
-                              seed=self.seed, dtype=self.model.dtype, rank=rank, world_size=world)
+        if shuffle and world > 1:  # one process per rank: each takes its part of every global batch
+            return DataLoader(data, batch_size, shuffle=True, drop_last=drop_last, device=self.device,
+                              seed=self.seed, dtype=self.model.dtype, rank=rank, world_size=world,
+                              split_batches=True)
         return DataLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, device=self.device,
                           seed=self.seed, dtype=self.model.dtype)
 
