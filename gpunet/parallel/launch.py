@@ -127,19 +127,22 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, share)
     log("gpunet launch: " + " ".join(argv))
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            errors="replace", start_new_session=True, preexec_fn=_pdeathsig)
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
+                            preexec_fn=_pdeathsig)
     hydra = []
 
-    def pump():
-        for line in proc.stderr:
+    def pump(source, sink):  # pass the ranks' lines through; keep MPI's own banner for the summary
+        for line in source:
             if BANNER.match(line.rstrip("\n")):
                 hydra.append(line.rstrip("\n"))
             else:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+                sink.write(line)
+                sink.flush()
+    readers = [threading.Thread(target=pump, args=(proc.stdout, sys.stdout), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, sys.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
     got = []
 
     def on_signal(signum, frame):
@@ -161,7 +164,8 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    reader.join(timeout=5)
+    for reader in readers:
+        reader.join(timeout=5)
     rc = proc.returncode
     leftovers = _kill_all(proc, job)
     code = _summarise(rc, job, hydra, got, nproc, log)
@@ -186,8 +190,12 @@ def _kill_all(proc, job: Path) -> list:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    pids = _pids(job)
+    end = time.monotonic() + 3.0  # ranks MPI has just killed may take a moment to go
+    while any(_alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.05)
     killed = []
-    for pid, rank in _pids(job).items():
+    for pid, rank in pids.items():
         if _alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -221,5 +229,5 @@ def _summarise(rc, job: Path, hydra, got, nproc, log) -> int:
     rank = _pids(job).get(pid) if pid is not None else None
     who = f"rank {rank} (pid {pid})" if rank is not None else (f"pid {pid}" if pid is not None else "a rank")
     cause = how or (f"exit code {code}" if code is not None else f"mpiexec exit code {rc}")
-    log(f"gpunet launch: {who} ended without a gpunet error: {cause}; MPI stopped the other ranks")
+    log(f"gpunet launch: {who} died without a gpunet error ({cause}); MPI stopped the other ranks")
     return rc if rc and rc > 0 else 1

@@ -185,14 +185,15 @@ class MpiCommunicator(Communicator):
         del sends  # left pending: the job is about to end
         missing = [r for r in others if r not in heard]
         live = sorted([self.rank, *heard])
-        where = f"{what} #{self.count}" + (f" (step {self.step})" if self.step is not None else "")
+        where = f"{what}" + (f" of step {self.step}" if self.step is not None else "") + f" (collective #{self.count})"
         if missing:
             names = ", ".join(str(r) for r in missing)
             msg = (f"rank{'s' if len(missing) > 1 else ''} {names} did not reach {where} within the "
                    f"{self.timeout:g} s timeout (stopped, hung or far slower than the others); "
                    f"rank{'s' if len(live) > 1 else ''} {', '.join(map(str, live))} waited")
         else:
-            places = "; ".join(f"rank {int(n[0])} in collective #{int(n[1])}" for n in heard.values())
+            places = "; ".join(f"rank {int(n[0])} in collective #{int(n[1])}, step {int(n[2])}"
+                               for n in heard.values())
             msg = (f"the ranks are in different collectives: rank {self.rank} in {where}; {places}: "
                    "they run different code or settings")
         raise DistributedError(msg, ranks=missing or others, reporter=live[0])

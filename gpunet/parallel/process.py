@@ -196,7 +196,7 @@ class ProcessDataParallel:
                 while self._next < len(self.buckets):
                     self._launch(self.buckets[self._next])
                     self._next += 1
-                self.control.wait([meta_req], "the step's all-reduce of counts")
+                self.control.wait([meta_req], "the gradient all-reduce")
                 self.comm.wait([h for h, _, _ in self._pending], "gradient all-reduce")
                 for _, seg, host in self._pending:
                     if seg is not None:
