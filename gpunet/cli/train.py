@@ -94,9 +94,6 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, tim
 def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank) -> int:
     """Bind this rank's device before any communicator, join the job, train under the guard:
     a failure anywhere ends every rank with one line naming this rank and the cause."""
-    if cfg.device_list():
-        raise gn.GpunetValueError(f"--devices: one device per process in a {world}-rank job (use --device, "
-                                  f"or cuda to bind cuda:LOCAL_RANK), got {cfg.devices!r}")
     mpi.install_stop_handlers()
     dev = mpi.bind_device(cfg.device, local_rank)
     comm, why = mpi.make_process_communicator(dev, timeout=timeout)
@@ -107,6 +104,10 @@ def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, wo
         os.close(devnull)
     console.print(f"rank {rank} of {world}: {why}; collectives time out after {comm.timeout:g} s")
     with mpi.rank_guard(comm):
+        if cfg.device_list():
+            raise gn.DistributedError(f"--devices: one device per process in a {world}-rank job (use --device, "
+                                      f"or cuda to bind cuda:LOCAL_RANK), got {cfg.devices!r}", reporter=0,
+                                      exit_code=2)
         try:
             return _train(cfg, console, quiet, lr_given, ignore, doctor, dev=dev, comm=comm)
         except mpi.JobStopped as stop:
@@ -138,7 +139,7 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
         raise gn.DistributedError(f"--nproc: {comm.world_size} ranks, but the global batch is {cfg.batch_size} and "
                                   f"the training set has {len(train_set)} samples: every rank needs at least "
                                   "one sample of each batch; use fewer ranks or a larger --batch-size",
-                                  reporter=0)
+                                  reporter=0, exit_code=2)
     model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
     opt = runconfig.build_optimizer(cfg, model.parameters())

@@ -40,6 +40,26 @@ BANNER = re.compile(r"^(=+|=   .*|YOUR APPLICATION TERMINATED.*|This typically r
 HYDRA_PID = re.compile(r"^=\s+PID (\d+) RUNNING AT")
 HYDRA_CODE = re.compile(r"^=\s+EXIT CODE: (\d+)")
 HYDRA_SIGNAL = re.compile(r"^YOUR APPLICATION TERMINATED WITH THE EXIT STRING: (.*?)\s*$")
+HYDRA_CODES = re.compile(r"^\[mpiexec@[^\]]*\] Exit codes: (.*)$")
+
+
+def _exit_codes(hydra) -> list:
+    """Wait statuses in rank order from hydra's -print-all-exitcodes line ([] when absent)."""
+    for line in hydra:
+        m = HYDRA_CODES.match(line)
+        if m:
+            return [int(v) for v in re.findall(r"-?\d+", re.sub(r"\[[^\]]*\]", " ", m.group(1)))]
+    return []
+
+
+def _status(v: int) -> str:
+    if v & 0x7F:
+        try:
+            name = signal.Signals(v & 0x7F).name
+        except ValueError:
+            name = "?"
+        return f"killed by signal {v & 0x7F} ({name})"
+    return f"exited with code {v >> 8}"
 
 
 def resolve_command(cmd):
@@ -89,6 +109,8 @@ def mpiexec_argv(mpiexec, nproc, argv, hosts=None):
         head += ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
         if hosts:
             head += ["--host", hosts]
+    elif kind == "mpich":
+        head += ["-print-all-exitcodes"] + (["-hosts", hosts] if hosts else [])
     elif hosts:
         head += ["-hosts", hosts]
     return head + list(argv)
@@ -152,9 +174,13 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
         else:
             _kill_all(proc, job)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    gone = []  # (rank, pid) in the order their processes ended while mpiexec still ran
     try:
         deadline = None
         while proc.poll() is None:
+            for pid, rank in _pids(job).items():
+                if (rank, pid) not in gone and not _alive(pid):
+                    gone.append((rank, pid))
             if got and deadline is None:
                 deadline = time.monotonic() + grace
             if deadline is not None and time.monotonic() > deadline:
@@ -168,7 +194,7 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
         reader.join(timeout=5)
     rc = proc.returncode
     leftovers = _kill_all(proc, job)
-    code = _summarise(rc, job, hydra, got, nproc, log)
+    code = _summarise(rc, job, hydra, got, nproc, log, gone)
     if leftovers:
         log(f"gpunet launch: killed rank processes left behind: {leftovers}")
     shutil.rmtree(job, ignore_errors=True)
@@ -205,7 +231,7 @@ def _kill_all(proc, job: Path) -> list:
     return sorted(killed)
 
 
-def _summarise(rc, job: Path, hydra, got, nproc, log) -> int:
+def _summarise(rc, job: Path, hydra, got, nproc, log, gone=()) -> int:
     """One line: the first rank's failure, the rank MPI saw die, or the stop request."""
     errors = []
     for f in job.glob("rank*.error"):
@@ -224,10 +250,24 @@ def _summarise(rc, job: Path, hydra, got, nproc, log) -> int:
     if rc == 0:
         return 0
     pid = next((int(m.group(1)) for line in hydra if (m := HYDRA_PID.match(line))), None)
+    said = [line.split("): ", 1)[-1] for line in hydra if line.startswith("[mpiexec@")]
+    if pid is None and not _pids(job) and said:  # mpiexec itself failed: no rank ever ran
+        log(f"gpunet launch: mpiexec could not start the {nproc} ranks (exit code {rc}): {'; '.join(said)}")
+        return rc if rc and rc > 0 else 1
     code = next((int(m.group(1)) for line in hydra if (m := HYDRA_CODE.match(line))), None)
     how = next((m.group(1) for line in hydra if (m := HYDRA_SIGNAL.match(line))), None)
     rank = _pids(job).get(pid) if pid is not None else None
-    who = f"rank {rank} (pid {pid})" if rank is not None else (f"pid {pid}" if pid is not None else "a rank")
-    cause = how or (f"exit code {code}" if code is not None else f"mpiexec exit code {rc}")
+    statuses = _exit_codes(hydra)
+    bad = [(r, v) for r, v in enumerate(statuses) if v]
+    if rank is None and bad:  # hydra's per-rank exit statuses name it
+        rank = bad[0][0]
+        pid = next((p for p, r in _pids(job).items() if r == rank), None)
+    elif rank is None and gone:  # another MPI: the rank whose process ended first
+        rank, pid = gone[0]
+    who = (f"rank {rank}" + (f" (pid {pid})" if pid is not None else "")) if rank is not None else \
+        (f"pid {pid}" if pid is not None else "a rank")
+    status = dict(bad).get(rank)
+    cause = how or (_status(status) if status else (f"exit code {code}" if code is not None
+                                                   else f"mpiexec exit code {rc}"))
     log(f"gpunet launch: {who} died without a gpunet error ({cause}); MPI stopped the other ranks")
     return rc if rc and rc > 0 else 1

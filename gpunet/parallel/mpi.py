@@ -381,7 +381,7 @@ class rank_guard:
         if isinstance(exc, (SystemExit, JobStopped)):
             return False
         rank = self.comm.rank
-        code = 2 if isinstance(exc, GpunetError) and not isinstance(exc, DistributedError) else 1
+        code = getattr(exc, "exit_code", 2 if isinstance(exc, GpunetError) else 1)
         reporter = getattr(exc, "reporter", None)
         if isinstance(exc, KeyboardInterrupt):
             report(rank, "interrupted", 130)

@@ -28,6 +28,8 @@ the run's config at the start of fit. A mismatch stops the job naming the ranks.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import backend
@@ -38,6 +40,16 @@ from .engine import REDUCES, Replica
 from .mpi import STOP_SIGNALS, JobStopped, agree, checksum, compare_checksums, source_digest, stop_requested
 
 DEFAULT_BUCKET_BYTES = 1 << 20
+
+
+def default_bucket_bytes() -> int:
+    """GPUNET_BUCKET_BYTES, else 1 MiB: the gradient bytes per all-reduce bucket."""
+    value = os.environ.get("GPUNET_BUCKET_BYTES", "")
+    if not value:
+        return DEFAULT_BUCKET_BYTES
+    if not value.isdigit() or int(value) < 1:
+        raise GpunetValueError(f"GPUNET_BUCKET_BYTES: expected a positive int (bytes), got {value!r}")
+    return int(value)
 
 
 class Bucket:
@@ -70,10 +82,11 @@ class ProcessDataParallel:
     """One replica of (model, loss, optimizer) in this process, `comm.world_size` in the job."""
 
     def __init__(self, model, loss_fn, optimizer, device, comm, reduce="mean", seed=0,
-                 bucket_bytes=DEFAULT_BUCKET_BYTES, overlap=True):
+                 bucket_bytes=None, overlap=True):
         if reduce not in REDUCES:
             raise GpunetValueError(f"reduce: expected one of {REDUCES}, got {reduce!r}")
-        if not (isinstance(bucket_bytes, int) and bucket_bytes >= 1):
+        bucket_bytes = default_bucket_bytes() if bucket_bytes is None else bucket_bytes
+        if isinstance(bucket_bytes, bool) or not (isinstance(bucket_bytes, int) and bucket_bytes >= 1):
             raise GpunetValueError(f"bucket_bytes: expected an int >= 1, got {bucket_bytes!r}")
         dev = backend.device(device)
         self.devices, self.n, self.reduce = [dev], 1, reduce
