@@ -282,3 +282,10 @@ def test_bad_timeout_environment_is_refused(monkeypatch):
         gn.parallel.mpi.default_timeout()
     monkeypatch.setenv("GPUNET_TIMEOUT", "7.5")
     assert gn.parallel.mpi.default_timeout() == 7.5
+
+
+def test_timeout_flag_is_refused_in_a_single_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpunet", "train", "--quiet", "--timeout", "5", "--out",
+                        str(tmp_path / "runs")], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--timeout: applies to multi-process runs" in r.stdout, r.stdout
+    assert not (tmp_path / "runs").exists()

@@ -88,6 +88,9 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, tim
     rank, world, local_rank = mpi.env_rank()
     if world > 1:  # one rank of a multi-process job (gpunet launch, mpiexec, srun)
         return _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank)
+    if timeout is not None:
+        raise gn.GpunetValueError(f"--timeout: applies to multi-process runs (gpunet launch, mpiexec, srun), "
+                                  f"and this is a single process; got --timeout {timeout:g}")
     return _train(cfg, console, quiet, lr_given, ignore, doctor)
 
 
