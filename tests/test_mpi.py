@@ -4,8 +4,8 @@ Every job here is a real `mpiexec` with 2-3 ranks of `gpunet train` on the digit
 (shipped with the package). Faults are injected by tests/mpi_fault.py, the real CLI
 with one callback added. Each fault must end the job with one line naming the rank
 and the cause, leave no process behind, and keep the last good checkpoint. Short
-collective timeouts (5 s) keep the module fast; subprocess timeouts only guard
-against a hang.
+collective timeouts (5 s for the fault matrix, 10 s elsewhere) keep the module fast;
+subprocess timeouts only guard against a hang.
 """
 import json
 import os
@@ -25,14 +25,15 @@ from gpunet.parallel import launch as launch_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT = Path(__file__).resolve().parent / "mpi_fault.py"
-TIMEOUT = 5
+TIMEOUT = 10       # seconds per collective in these jobs (the default is 120)
+FAULT_TIMEOUT = 5  # for the fault matrix, where the job's end time is what is checked
 
 pytestmark = pytest.mark.skipif(not gn.parallel.mpi.mpi_available(),
                                 reason='mpi4py is not installed (pip install "gpunet[mpi]")')
 
 
 def env(**extra):
-    e = dict(os.environ, GPUNET_FORCE_CPU="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e = dict(os.environ, GPUNET_FORCE_CPU="1", COLUMNS="250", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "GPUNET_JOB_DIR", "GPUNET_TIMEOUT"):
         e.pop(k, None)
     e.update(extra)
@@ -144,8 +145,8 @@ def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, kind, nproc, rank, 
     cmd = [sys.executable, str(FAULT), kind, str(rank), str(step), "train", "--quiet", "--name", "f",
            "--epochs", "4", "--batch-size", "60", "--checkpoint-every", "4", "--out", str(out_dir)]
     t0 = time.monotonic()
-    proc = start(nproc, *cmd, cwd=tmp_path)
-    rc, out, err = finish(proc, limit=TIMEOUT + 60)
+    proc = start(nproc, *cmd, cwd=tmp_path, timeout=FAULT_TIMEOUT)
+    rc, out, err = finish(proc, limit=FAULT_TIMEOUT + 60)
     elapsed = time.monotonic() - t0
     assert rc != 0, out + err
     closing = summary(err)
@@ -180,6 +181,12 @@ def test_a_signal_to_the_launcher_stops_every_rank_after_a_checkpoint(tmp_path, 
     assert gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]["global_step"] == step
     assert summary(err).startswith(f"gpunet launch: stopped by {signal.Signals(sig).name}")
     assert not leftovers(tmp_path)
+    if sig == signal.SIGTERM:  # the stop checkpoint resumes: finish the epoch it stopped in
+        epoch = gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]["epoch"]
+        rc, out, err = launch(2, *train_args("s", "--resume", "--epochs", str(epoch + 1), "--out",
+                                             str(tmp_path / "runs")), cwd=tmp_path)
+        assert rc == 0 and f"resumed from {run / 'checkpoint-last.npz'}" in out.replace("\n", ""), out + err
+        assert gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]["epoch"] == epoch + 1
 
 
 def test_rendezvous_port_in_use_is_one_clear_line(tmp_path):

@@ -178,8 +178,9 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
             opt.lr = cfg.lr
     try:
         history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
-    except mpi.JobStopped:  # every rank agreed to stop at this step: keep it
+    except mpi.JobStopped as stop:  # every rank agreed to stop at this step: keep it
         global _stop_checkpoint
+        stop.step = trainer.global_step
         _stop_checkpoint = trainer.save(ckpt.last_path, best=ckpt.best)
         raise
     test = trainer.evaluate(test_set)

@@ -123,7 +123,10 @@ class JobStopped(Exception):
 
     def __init__(self, signum, step):
         self.signum, self.step = int(signum), int(step)
-        super().__init__(f"stopped by {signal.Signals(self.signum).name} at step {self.step}")
+        super().__init__(signum, step)
+
+    def __str__(self):
+        return f"stopped by {signal.Signals(self.signum).name} at step {self.step}"
 
     @property
     def exit_code(self) -> int:
