@@ -33,7 +33,8 @@ pytestmark = pytest.mark.skipif(not gn.parallel.mpi.mpi_available(),
 
 
 def env(**extra):
-    e = dict(os.environ, GPUNET_FORCE_CPU="1", COLUMNS="250", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e = dict(os.environ, GPUNET_FORCE_CPU="1", COLUMNS="250",
+             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "GPUNET_JOB_DIR", "GPUNET_TIMEOUT"):
         e.pop(k, None)
     e.update(extra)

@@ -39,7 +39,8 @@ from ..callbacks import Callback
 from ..errors import GpunetValueError
 from ..step import forward_backward
 from .engine import REDUCES, Replica
-from .mpi import STOP_SIGNALS, JobStopped, agree, checksum, compare_checksums, source_digest, stop_requested
+from .agree import agree, checksum, compare_checksums, source_digest
+from .mpi import STOP_SIGNALS, JobStopped, stop_requested
 
 DEFAULT_BUCKET_BYTES = 1 << 20
 
