@@ -297,3 +297,21 @@ def test_timeout_flag_is_refused_in_a_single_process(tmp_path):
                         str(tmp_path / "runs")], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--timeout: applies to multi-process runs" in r.stdout, r.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_killed_launcher_leaves_no_rank_behind(tmp_path):
+    """SIGKILL to `gpunet launch` itself (no chance to clean up): mpiexec gets SIGTERM from
+    the kernel (parent-death signal), passes it on, and the ranks checkpoint and exit."""
+    run = tmp_path / "runs" / "k"
+    proc = start(2, *train_args("k", "--epochs", "200", "--batch-size", "16", "--out", str(tmp_path / "runs")),
+                 cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (run / "checkpoint-last.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while leftovers(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers(tmp_path)
+    assert gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]["global_step"] > 0
