@@ -153,7 +153,7 @@ def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, kind, nproc, rank, 
     closing = summary(err)
     assert line in closing, err
     if kind in ("kill", "exit"):
-        assert ("Killed (signal 9)" if kind == "kill" else "exited with code 3") in closing
+        assert ("killed by signal 9 (SIGKILL)" if kind == "kill" else "exited with code 3") in closing
     mentions = [x for x in err.splitlines() if "gpunet: rank" in x or "gpunet launch: rank" in x]
     assert len(mentions) == 1, err  # one line, not one per rank
     assert not leftovers(tmp_path), leftovers(tmp_path)

@@ -9,9 +9,10 @@ directly: gpunet reads the usual rank variables (docs/multi-gpu.md).
 
 What the front adds, and nothing else:
 - a job folder (GPUNET_JOB_DIR) where each rank notes its pid and, if it fails, the
-  one line that says why; after mpiexec returns, the launcher prints the first
-  failure's line (whichever rank it came from), or names the rank MPI saw die, and
-  makes sure no rank process is left;
+  one line that says why, and where each rank's parent (_rankwrap.py, a stdlib-only
+  script mpiexec starts in the rank's place) records the rank's exit status and time;
+  after mpiexec returns, the launcher prints the first failure's line (whichever rank it
+  came from), or names the rank that died first, and makes sure no rank process is left;
 - GPUNET_TIMEOUT from `--timeout` (every collective's deadline), and BLAS/OpenMP
   thread counts of cores/nproc unless already set;
 - SIGTERM, SIGHUP and SIGINT go to mpiexec as SIGTERM, which passes it to every rank:
@@ -140,8 +141,9 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
         raise GpunetValueError(f"launch: --nproc expected an int >= 1, got {nproc!r}")
     if timeout is not None and not timeout > 0:
         raise GpunetValueError(f"launch: --timeout expected seconds > 0, got {timeout!r}")
-    argv = mpiexec_argv(find_mpiexec(mpiexec), nproc, resolve_command(cmd), hosts)
     job = Path(tempfile.mkdtemp(prefix="gpunet-job-"))
+    wrapper = [sys.executable, str(Path(__file__).with_name("_rankwrap.py")), str(job)]
+    argv = mpiexec_argv(find_mpiexec(mpiexec), nproc, wrapper + resolve_command(cmd), hosts)
     env = dict(os.environ, GPUNET_JOB_DIR=str(job))
     if timeout is not None:
         env["GPUNET_TIMEOUT"] = f"{timeout:g}"
@@ -174,13 +176,9 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
         else:
             _kill_all(proc, job)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
-    gone = []  # (rank, pid) in the order their processes ended while mpiexec still ran
     try:
         deadline = None
         while proc.poll() is None:
-            for pid, rank in _pids(job).items():
-                if (rank, pid) not in gone and not _alive(pid):
-                    gone.append((rank, pid))
             if got and deadline is None:
                 deadline = time.monotonic() + grace
             if deadline is not None and time.monotonic() > deadline:
@@ -194,7 +192,7 @@ def launch(cmd, nproc, timeout=None, mpiexec=None, hosts=None, grace=30.0, log=N
         reader.join(timeout=5)
     rc = proc.returncode
     leftovers = _kill_all(proc, job)
-    code = _summarise(rc, job, hydra, got, nproc, log, gone)
+    code = _summarise(rc, job, hydra, got, nproc, log)
     if leftovers:
         log(f"gpunet launch: killed rank processes left behind: {leftovers}")
     shutil.rmtree(job, ignore_errors=True)
@@ -231,7 +229,18 @@ def _kill_all(proc, job: Path) -> list:
     return sorted(killed)
 
 
-def _summarise(rc, job: Path, hydra, got, nproc, log, gone=()) -> int:
+def _exits(job: Path) -> list:
+    """The ranks' exit records written by _rankwrap.py (rank, pid, time, returncode)."""
+    out = []
+    for f in job.glob("rank*.exit"):
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _summarise(rc, job: Path, hydra, got, nproc, log) -> int:
     """One line: the first rank's failure, the rank MPI saw die, or the stop request."""
     errors = []
     for f in job.glob("rank*.error"):
@@ -259,15 +268,21 @@ def _summarise(rc, job: Path, hydra, got, nproc, log, gone=()) -> int:
     rank = _pids(job).get(pid) if pid is not None else None
     statuses = _exit_codes(hydra)
     bad = [(r, v) for r, v in enumerate(statuses) if v]
-    if rank is None and bad:  # hydra's per-rank exit statuses name it
+    died = sorted((e for e in _exits(job) if e.get("returncode")), key=lambda e: e["time"])
+    if died:  # the first rank that ended badly: MPI killed the others after it, so they left no record
+        first = died[0]
+        who = f"rank {first['rank']} (pid {first['pid']})"
+        rcode = int(first["returncode"])
+        cause = _status(-rcode if rcode < 0 else rcode << 8)
+        log(f"gpunet launch: {who} died without a gpunet error ({cause}); MPI stopped the other ranks")
+        return rcode if rcode > 0 else 128 - rcode
+    if rank is None and bad:  # hydra's per-rank exit statuses
         rank = bad[0][0]
         pid = next((p for p, r in _pids(job).items() if r == rank), None)
-    elif rank is None and gone:  # another MPI: the rank whose process ended first
-        rank, pid = gone[0]
     who = (f"rank {rank}" + (f" (pid {pid})" if pid is not None else "")) if rank is not None else \
         (f"pid {pid}" if pid is not None else "a rank")
     status = dict(bad).get(rank)
-    cause = how or (_status(status) if status else (f"exit code {code}" if code is not None
-                                                   else f"mpiexec exit code {rc}"))
+    cause = _status(status) if status else how or (f"exit code {code}" if code is not None
+                                                   else f"mpiexec exit code {rc}")
     log(f"gpunet launch: {who} died without a gpunet error ({cause}); MPI stopped the other ranks")
     return rc if rc and rc > 0 else 1
