@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from .backend import Device, device, gpu_status, is_gpu_available, manual_seed  # noqa: F401
 from .checks import checks, checks_enabled, set_checks  # noqa: F401
-from .errors import (CheckpointError, DataError, DeviceError, GpunetError,  # noqa: F401
+from .errors import (CheckpointError, DataError, DeviceError, DistributedError, GpunetError,  # noqa: F401
                      GpunetTypeError, GpunetValueError, NonFiniteError, ShapeError)
 from . import nn  # noqa: F401
 

@@ -510,17 +510,27 @@ def versions() -> dict:
 
 # ---------------------------------------------------------------- multi-GPU plumbing
 
+def nccl_module():
+    """CuPy's NCCL binding, `cupy.cuda.nccl`. CuPy 14's `import cupy` does not import this
+    submodule, so attribute access (`cupy.cuda.nccl`) fails: import it explicitly."""
+    _import_cupy()
+    from cupy.cuda import nccl  # noqa: F401  (CuPy's own submodule; kept behind this module)
+    return nccl
+
+
 def nccl_available() -> bool:
-    """True when CuPy was built with NCCL support and a GPU is usable."""
+    """True when a GPU is usable and CuPy's NCCL binding imports and says it is available."""
     if not is_gpu_available():
         return False
     try:
-        return bool(_import_cupy().cuda.nccl.available)
+        return bool(getattr(nccl_module(), "available", False))
     except Exception:
         return False
 
 
-def cupyx_distributed():
-    """The `cupyx.distributed` module (NCCL process groups with a TCP store)."""
-    import cupyx.distributed  # noqa: F401  (CuPy's own package; kept behind this module)
-    return cupyx.distributed
+def bind_gpu(index: int) -> "Device":
+    """Make GPU `index` current for this process (before any communicator exists) and
+    return its Device. One rank per GPU: rank r on a node binds cuda:LOCAL_RANK."""
+    dev = device(f"cuda:{int(index)}")
+    dev.xp.cuda.Device(dev.index).use()
+    return dev

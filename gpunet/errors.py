@@ -37,3 +37,14 @@ class CheckpointError(GpunetValueError):
 
 class NonFiniteError(GpunetValueError):
     """NaN or Inf met where checks are on (inputs, loss or gradients)."""
+
+
+class DistributedError(GpunetError, RuntimeError):
+    """A multi-process job cannot go on: a rank missed a collective's timeout, the ranks
+    disagree (code, config, weights), or a rank failed. `ranks` names the ranks at fault;
+    `reporter` is the rank that reports it (None: the rank that raised); `exit_code` is
+    the job's (2 for bad input that every rank sees alike)."""
+
+    def __init__(self, message, ranks=(), reporter=None, exit_code=1):
+        super().__init__(message)
+        self.ranks, self.reporter, self.exit_code = tuple(ranks), reporter, int(exit_code)

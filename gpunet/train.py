@@ -28,7 +28,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
 from .optim.schedules import StepScheduler
-from .parallel.engine import REDUCES, DataParallel
+from .parallel.engine import REDUCES
+from .parallel.process import make_engine
 from .step import LocalEngine
 
 METRICS = ("accuracy",)
@@ -69,7 +70,7 @@ class Trainer:
             raise GpunetValueError("Trainer: comm expected devices=[...] with it (a communicator joins "
                                    "data-parallel replicas), got a communicator and devices=None")
         if devices is not None:
-            self.engine = DataParallel(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
+            self.engine = make_engine(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
         else:
             self.engine = LocalEngine(model, loss, optimizer, device)
         self.device = self.engine.device
@@ -87,7 +88,7 @@ class Trainer:
                 live = [LiveDoctor(ignore=doctor_ignore)]
         # History first: checkpoints see the epoch; LiveDoctor before checkpoints: a diverged
         # run stops before its weights overwrite the last good checkpoint.
-        self.callbacks = CallbackList([self.history, *live, *callbacks])
+        self.callbacks = CallbackList([self.history, *live, *self._engine_callbacks(), *callbacks])
         self.callbacks.set_trainer(self)
         self.epoch, self.global_step, self.stop_training = 0, 0, False
         self._batch_done, self._acc = 0, None  # progress inside the current epoch
@@ -112,6 +113,10 @@ class Trainer:
         """Put `lr` on every replica's optimizer now; it holds until the schedule or warmup moves on."""
         self.lr.set_lr(lr)
 
+    def _engine_callbacks(self):
+        """A multi-process engine's own callbacks (agreement, checksums), before the user's."""
+        return list(self.engine.callbacks()) if hasattr(self.engine, "callbacks") else []
+
     # ------------------------------------------------------------- data
     def loader(self, data, batch_size, shuffle=True, drop_last=False):
         """A DataLoader on this trainer's device and dtype (a DataLoader passes through)."""
@@ -120,9 +125,10 @@ class Trainer:
         if not isinstance(data, Dataset):
             raise GpunetTypeError(f"Trainer: data expected a gn.data.Dataset or DataLoader, got {type(data).__name__}")
         rank, world = self._process_rank()
-        if shuffle and world > 1:  # one process per rank: each loads its own disjoint shard
-            return DataLoader(data, batch_size // world, shuffle=True, drop_last=drop_last, device=self.device,
-                              seed=self.seed, dtype=self.model.dtype, rank=rank, world_size=world)
+        if shuffle and world > 1:  # one process per rank: each takes its part of every global batch
+            return DataLoader(data, batch_size, shuffle=True, drop_last=drop_last, device=self.device,
+                              seed=self.seed, dtype=self.model.dtype, rank=rank, world_size=world,
+                              split_batches=True)
         return DataLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, device=self.device,
                           seed=self.seed, dtype=self.model.dtype)
 

@@ -75,3 +75,21 @@ def test_cli_writes_json_and_table(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gpunet", "compare", "--devices", "cpu", "--replicas", "1,2"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "--replicas" in bad.stdout
+
+
+@pytest.mark.skipif(not gn.parallel.mpi.mpi_available(), reason='mpi4py is not installed (pip install "gpunet[mpi]")')
+def test_cli_processes_runs_real_ranks_and_says_so(tmp_path):
+    """--processes: the 2-way configuration runs as 2 MPI processes; float64, global batch
+    kept, it equals the one-device run to 1e-12 and the table says how each row ran."""
+    env = dict(os.environ, GPUNET_FORCE_CPU="1", COLUMNS="250")
+    r = subprocess.run([sys.executable, "-m", "gpunet", "compare", "--dataset", "digits", "--replicas", "1,2",
+                        "--reduce", "mean", "--keep", "global", "--epochs", "1", "--batch-size", "64",
+                        "--dtype", "float64", "--processes", "--timeout", "30", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((tmp_path / "compare.json").read_text())
+    one, two = data["records"]
+    assert two["label"] == "2 processes, mean, global batch kept" and two["ran_as"] == "2 MPI processes"
+    assert one["ran_as"] == "1 process" and "2 MPI processes" in r.stdout
+    assert abs(one["final_loss"] - two["final_loss"]) < 1e-12
+    assert one["curves"]["test_accuracy"] == two["curves"]["test_accuracy"]

@@ -45,3 +45,14 @@ def test_cli_info_runs():
     if not info["gpu_available"]:
         assert info["default_device"] == "cpu" and info["gpu_reason"]
     assert info["kernels"], "gpunet info found no kernels"
+
+
+def test_the_test_and_mpi_extras_bring_an_mpi_launcher():
+    """`pip install ".[test]"` must give the MPI tests a real mpiexec (CI runs them)."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("test", "mpi"):
+        names = {d.split(">")[0].split("=")[0].strip() for d in extras[extra]}
+        assert {"mpi4py", "mpich"} <= names, (extra, names)
+    for cuda in ("cuda12", "cuda13"):
+        assert any(d.startswith(f"nvidia-nccl-cu{cuda[4:]}") for d in extras[cuda]), extras[cuda]

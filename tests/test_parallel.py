@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import gpunet as gn
-from gpunet.parallel import DataParallel, LocalCommunicator, TcpCommunicator, make_process_communicator
+from gpunet.parallel import DataParallel, LocalCommunicator
 
 
 @pytest.fixture(scope="module")
@@ -158,19 +158,6 @@ def test_local_communicator_sums_in_place():
         np.testing.assert_array_equal(b, np.full(5, 6.0))
     with pytest.raises(ValueError, match="op"):
         LocalCommunicator().all_reduce(bufs, op="max")
-
-
-def test_dist_path_with_world_size_one_falls_back_and_says_why(data, monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(k, raising=False)
-    comm, why = make_process_communicator("cpu")
-    assert isinstance(comm, TcpCommunicator) and comm.world_size == 1
-    assert "CPU" in why and "world size 1" in why
-    one = trainer()
-    one.fit(data, epochs=1, batch_size=64)
-    dist = trainer(devices=["cpu"], comm=comm)
-    dist.fit(data, epochs=1, batch_size=64)
-    assert max_diff(one, dist) < 1e-12
 
 
 @pytest.mark.gpu

@@ -3,11 +3,14 @@
     gpunet compare --dataset mnist --model mlp --replicas 1,2,4 --reduce mean,sum --epochs 3
     gpunet compare --devices cuda:0,cuda:1 ...         # real GPUs
     gpunet compare --replicas 4 --device cuda:0 ...    # simulated replicas on one device
+    gpunet compare --replicas 1,2 --processes ...      # the multi-device side as real MPI processes
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -45,6 +48,8 @@ class CompareConfig:
     train_samples: int = 0        # 0: the whole training split
     data_root: str = ""
     out: str = "runs/compare"
+    processes: bool = False       # run each N > 1 configuration as N MPI processes (gpunet launch)
+    timeout: float = 120.0        # --processes: seconds any collective may wait
 
 
 def add_arguments(parser) -> None:
@@ -72,25 +77,23 @@ def run(args) -> int:
 def run_compare(cfg: CompareConfig, console) -> list:
     devices = _csv(cfg.devices) or None
     replicas = _csv(cfg.replicas, int)
+    if cfg.processes and devices:
+        raise GpunetValueError(f"--processes: expected no --devices (each rank takes --device; cuda binds "
+                               f"cuda:LOCAL_RANK), got --devices {cfg.devices!r}")
+    if not cfg.timeout > 0:
+        raise GpunetValueError(f"--timeout: expected seconds > 0, got {cfg.timeout!r}")
     if devices and max(replicas) > len(devices):
         raise GpunetValueError(f"--replicas: expected at most {len(devices)} (one per --devices entry), "
                                f"got {max(replicas)}")
-    tcfg = recipe.TrainConfig(dataset=cfg.dataset, model=cfg.model, hidden=cfg.hidden, seed=cfg.seed,
-                                 val_fraction=0.0, data_root=cfg.data_root)
-    train, _, test = recipe.datasets(tcfg)
-    if cfg.train_samples:
-        train = train.subset(range(min(cfg.train_samples, len(train))))
-    shape, classes = recipe.sample_shape(train), len(train.classes)
-
-    def make_model():
-        gn.manual_seed(cfg.seed)
-        return recipe.build_model(tcfg, shape, classes)
-
+    train, test, make_model = _data_and_model(cfg)
     grid = compare.configurations(replicas, _csv(cfg.reduce), _csv(cfg.keep), _csv(cfg.lr_scaling),
-                                  cfg.warmup_epochs)
+                                  cfg.warmup_epochs, processes=cfg.processes)
     records = []
     for i, c in enumerate(grid):
         console.print(f"[{i + 1}/{len(grid)}] {escape(c.label)}")
+        if c.processes and c.replicas > 1:
+            records.append(_run_processes(cfg, c))
+            continue
         records.append(compare.run_config(c, train, test, make_model, batch_size=cfg.batch_size, lr=cfg.lr,
                                           momentum=cfg.momentum, epochs=cfg.epochs, device=cfg.device,
                                           devices=devices, seed=cfg.seed, dtype=cfg.dtype))
@@ -104,14 +107,62 @@ def run_compare(cfg: CompareConfig, console) -> list:
     return records
 
 
+def _data_and_model(cfg: CompareConfig):
+    tcfg = recipe.TrainConfig(dataset=cfg.dataset, model=cfg.model, hidden=cfg.hidden, seed=cfg.seed,
+                                 val_fraction=0.0, data_root=cfg.data_root)
+    train, _, test = recipe.datasets(tcfg)
+    if cfg.train_samples:
+        train = train.subset(range(min(cfg.train_samples, len(train))))
+    shape, classes = recipe.sample_shape(train), len(train.classes)
+
+    def make_model():
+        gn.manual_seed(cfg.seed)
+        return recipe.build_model(tcfg, shape, classes)
+    return train, test, make_model
+
+
+def _run_processes(cfg: CompareConfig, c) -> dict:
+    """One configuration as c.replicas MPI ranks (gpunet launch); rank 0 returns the record."""
+    from ..parallel.launch import launch
+    with tempfile.TemporaryDirectory(prefix="gpunet-compare-") as tmp:
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps({"cfg": dataclasses.asdict(cfg), "config": dataclasses.asdict(c),
+                                   "record": str(Path(tmp) / "record.json")}))
+        code = launch([sys.executable, "-m", "gpunet.cli.compare", str(job)], c.replicas, timeout=cfg.timeout)
+        record = Path(tmp) / "record.json"
+        if code != 0 or not record.is_file():
+            raise GpunetError(f"--processes: the {c.replicas}-process run of {c.label!r} failed (exit code {code}); "
+                              "its ranks' line above says why")
+        return json.loads(record.read_text())
+
+
+def rank_main(job_path) -> int:
+    """One rank of a `--processes` configuration (run by gpunet launch)."""
+    from ..parallel import mpi
+    job = json.loads(Path(job_path).read_text())
+    cfg, c = CompareConfig(**job["cfg"]), compare.RunSpec(**job["config"])
+    rank, world, local_rank = mpi.env_rank()
+    dev = mpi.bind_device(cfg.device, local_rank)
+    comm, _ = mpi.make_process_communicator(dev, timeout=cfg.timeout)
+    mpi.note_pid(rank)
+    with mpi.rank_guard(comm):
+        train, test, make_model = _data_and_model(cfg)
+        record = compare.run_config(c, train, test, make_model, batch_size=cfg.batch_size, lr=cfg.lr,
+                                    momentum=cfg.momentum, epochs=cfg.epochs, device=dev, seed=cfg.seed,
+                                    dtype=cfg.dtype, comm=comm)
+        if rank == 0:
+            atomic_write_bytes(Path(job["record"]), json.dumps(record).encode())
+    return 0
+
+
 def show(records, console) -> None:
     t = Table(title="single vs multi-device")
-    cols = ("configuration", "global batch", "lr", "effective lr", "final test acc", "best test acc",
+    cols = ("configuration", "ran as", "global batch", "lr", "effective lr", "final test acc", "best test acc",
             "final loss", "s/epoch", "samples/s")
     for c in cols:
         t.add_column(c, justify="right")
     for r in records:
-        t.add_row(escape(r["label"]), str(r["global_batch"]), f"{r['lr']:g}", f"{r['effective_lr']:g}",
+        t.add_row(escape(r["label"]), escape(r.get("ran_as", "")), str(r["global_batch"]), f"{r['lr']:g}", f"{r['effective_lr']:g}",
                   f"{r['final_test_accuracy']:.4f}", f"{r['best_test_accuracy']:.4f}", f"{r['final_loss']:.4f}",
                   f"{r['seconds_per_epoch']:.2f}", f"{r['samples_per_s']:,.0f}")
     console.print(t)
@@ -135,3 +186,7 @@ def plot(records, out) -> str:
     fig.savefig(out / "compare.png", dpi=100)
     plt.close(fig)
     return f"wrote {out / 'compare.png'}"
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main(sys.argv[1]))

@@ -1,4 +1,4 @@
-"""`gpunet launch --nproc N [--host H --port P --nnodes M --node-rank R] -- <gpunet command>`."""
+"""`gpunet launch --nproc N [--timeout S] [--mpiexec PATH] [--hosts H1,H2] -- <command>`: mpiexec, thinly."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,23 +11,22 @@ from ..parallel.launch import launch
 @dataclasses.dataclass
 class LaunchConfig:
     nproc: int = 1
-    host: str = "127.0.0.1"
-    port: int = 29500
-    nnodes: int = 1
-    node_rank: int = 0
-    timeout: float = 0.0     # seconds for the whole run; 0: no limit
-    grace: float = 10.0      # seconds between SIGTERM and SIGKILL when stopping ranks
+    timeout: float = 0.0     # seconds each collective may wait for the slowest rank (0: GPUNET_TIMEOUT or 120)
+    mpiexec: str = ""        # the MPI launcher (default: the one next to this Python, then PATH)
+    hosts: str = ""          # comma-separated hosts, passed to mpiexec (-hosts / --host)
+    grace: float = 30.0      # seconds after a stop request before every rank is killed
 
 
 def add_arguments(parser) -> None:
     d = LaunchConfig()
-    parser.add_argument("--nproc", type=int, default=d.nproc, help="processes (ranks) on this node")
-    parser.add_argument("--host", default=d.host, help="address of rank 0")
-    parser.add_argument("--port", type=int, default=d.port, help="port of rank 0")
-    parser.add_argument("--nnodes", type=int, default=d.nnodes)
-    parser.add_argument("--node-rank", type=int, default=d.node_rank)
-    parser.add_argument("--timeout", type=float, default=d.timeout, help="limit for the whole run (s)")
-    parser.add_argument("--grace", type=float, default=d.grace)
+    parser.add_argument("--nproc", type=int, default=d.nproc, help="MPI ranks (processes) to start")
+    parser.add_argument("--timeout", type=float, default=d.timeout,
+                        help="seconds any collective may wait before the job stops naming the missing rank "
+                             "(sets GPUNET_TIMEOUT; default 120)")
+    parser.add_argument("--mpiexec", default=d.mpiexec, help="the mpiexec to run (default: next to this Python)")
+    parser.add_argument("--hosts", default=d.hosts, help="hosts for mpiexec, comma-separated (default: this one)")
+    parser.add_argument("--grace", type=float, default=d.grace,
+                        help="seconds the ranks get to checkpoint and exit after SIGTERM/SIGINT/SIGHUP")
     parser.add_argument("rank_command", nargs="*", metavar="COMMAND", help="the command for every rank, after --")
 
 
@@ -37,9 +36,10 @@ def run(args) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     try:
-        return launch(command, cfg.nproc, cfg.nnodes, cfg.node_rank, cfg.host, cfg.port,
-                      timeout=cfg.timeout or None, grace=cfg.grace,
-                      log=lambda m: print(m, file=sys.stderr))
+        if cfg.timeout < 0:
+            raise GpunetError(f"launch: --timeout expected seconds > 0 (or 0 for the default), got {cfg.timeout:g}")
+        return launch(command, cfg.nproc, timeout=cfg.timeout or None, mpiexec=cfg.mpiexec or None,
+                      hosts=cfg.hosts or None, grace=cfg.grace)
     except GpunetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

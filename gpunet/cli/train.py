@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +23,7 @@ from ..callbacks import JSONLLogger, ModelCheckpoint
 from ..fileio import atomic_write_bytes
 from .flags import add_field_flag
 from ..errors import GpunetError
-from ..parallel.comm import env_rank, make_process_communicator
+from ..parallel import mpi
 from ..plot import write_curves
 from . import recipe
 
@@ -35,6 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="CODE",
                         help="silence these gpunet doctor codes (GN101, symmetric-init, ...)")
     parser.add_argument("--no-doctor", action="store_true", help="skip the doctor's preflight and live checks")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="multi-process runs: seconds any collective may wait for the slowest rank before "
+                             "the job stops naming it (default $GPUNET_TIMEOUT or 120)")
 
 
 def run_dir(cfg) -> Path:
@@ -62,8 +67,10 @@ def run(args) -> int:
         cfg = recipe.resolve(flags, args.config)
         if cfg.resume:  # continue with the run's own settings; flags given now override them
             cfg = recipe.resolve(flags, args.config, base=saved_config(cfg))
+        if args.timeout is not None and not args.timeout > 0:
+            raise gn.GpunetValueError(f"--timeout: expected seconds > 0, got {args.timeout!r}")
         return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
-                     ignore=tuple(args.ignore), doctor=not args.no_doctor)
+                     ignore=tuple(args.ignore), doctor=not args.no_doctor, timeout=args.timeout)
     except GpunetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
@@ -78,7 +85,47 @@ def saved_config(cfg) -> dict:
         raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
 
 
-def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> int:
+def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, timeout=None) -> int:
+    rank, world, local_rank = mpi.env_rank()
+    if world > 1:  # one rank of a multi-process job (gpunet launch, mpiexec, srun)
+        return _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank)
+    if timeout is not None:
+        raise gn.GpunetValueError(f"--timeout: applies to multi-process runs (gpunet launch, mpiexec, srun), "
+                                  f"and this is a single process; got --timeout {timeout:g}")
+    return _train(cfg, console, quiet, lr_given, ignore, doctor)
+
+
+def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank) -> int:
+    """Bind this rank's device before any communicator, join the job, train under the guard:
+    a failure anywhere ends every rank with one line naming this rank and the cause."""
+    mpi.install_stop_handlers()
+    dev = mpi.bind_device(cfg.device, local_rank)
+    comm, why = mpi.make_process_communicator(dev, timeout=timeout)
+    mpi.note_pid(rank)
+    if rank != 0:  # rank 0 alone prints progress and writes the run folder
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    console.print(f"rank {rank} of {world}: {why}; collectives time out after {comm.timeout:g} s")
+    with mpi.rank_guard(comm):
+        if cfg.device_list():
+            raise gn.DistributedError(f"--devices: one device per process in a {world}-rank job (use --device, "
+                                      f"or cuda to bind cuda:LOCAL_RANK), got {cfg.devices!r}", reporter=0,
+                                      exit_code=2)
+        try:
+            return _train(cfg, console, quiet, lr_given, ignore, doctor, dev=dev, comm=comm)
+        except mpi.JobStopped as stop:
+            if rank == 0:
+                print(f"gpunet: {stop}; every rank stopped there"
+                      + (f"; checkpoint written to {_stop_checkpoint}" if _stop_checkpoint else ""),
+                      file=sys.stderr, flush=True)
+            return stop.exit_code
+
+
+_stop_checkpoint = None
+
+
+def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, dev=None, comm=None) -> int:
     folder = run_dir(cfg)
     last = folder / "checkpoint-last.npz"
     if cfg.resume and not last.is_file():
@@ -89,22 +136,19 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
         console.print(f"--resume: {folder} holds no checkpoint yet; starting the run from the beginning")
         cfg = dataclasses.replace(cfg, resume=False)
     gn.manual_seed(cfg.seed)
-    rank, world, local_rank = env_rank()
-    if world == 1 and cfg.device_list():  # data parallel in this process: replica 0's device
-        dev = gn.device(cfg.device_list()[0])
-    else:
-        dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
-                        else (f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu"))
+    if dev is None:
+        dev = gn.device(cfg.device_list()[0] if cfg.device_list() else cfg.device)  # replica 0's device
     train_set, val_set, test_set = recipe.datasets(cfg)
+    if comm is not None and comm.world_size > min(len(train_set), cfg.batch_size):
+        raise gn.DistributedError(f"--nproc: {comm.world_size} ranks, but the global batch is {cfg.batch_size} and "
+                                  f"the training set has {len(train_set)} samples: every rank needs at least "
+                                  "one sample of each batch; use fewer ranks or a larger --batch-size",
+                                  reporter=0, exit_code=2)
     model = recipe.build_model(cfg, recipe.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
     opt = recipe.build_optimizer(cfg, model.parameters())
-    comm = None
-    if world > 1:  # started by `gpunet launch`: one replica per process
-        comm, why = make_process_communicator(dev)
-        console.print(f"rank {rank} of {world}: {why}")
-        if rank != 0:  # only rank 0 writes the run folder and prints progress
-            return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
+    if comm is not None and comm.rank != 0:  # only rank 0 writes the run folder and prints progress
+        return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
     console.print(f"device {dev.name}, {recipe.param_count(model):,} parameters, "
@@ -122,6 +166,8 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
         if findings:
             gn.doctor.render(findings, console, title="gpunet doctor: preflight (silence with --ignore CODE)")
     trainer.config = dataclasses.asdict(cfg)
+    if comm is not None:
+        trainer.engine.check_every = cfg.checkpoint_every or None
     if cfg.resume:
         for stale in folder.glob(".checkpoint-*.npz.*.tmp"):  # left by a write that was killed
             stale.unlink(missing_ok=True)
@@ -131,7 +177,13 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
         if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
             console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
             trainer.set_lr(cfg.lr)
-    history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
+    try:
+        history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
+    except mpi.JobStopped as stop:  # every rank agreed to stop at this step: keep it
+        global _stop_checkpoint
+        stop.step = trainer.global_step
+        _stop_checkpoint = trainer.save(ckpt.last_path, best=ckpt.best)
+        raise
     test = trainer.evaluate(test_set)
     with open(folder / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "test", **test}) + "\n")
@@ -145,7 +197,9 @@ def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) 
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
                          devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
                          warmup_epochs=cfg.warmup_epochs,
-                         doctor=False)  # rank 0 reports; if it stops, the launcher stops this rank
+                         doctor=False)  # rank 0 reports; ProcessSync spreads its stop to every rank
+    trainer.config = dataclasses.asdict(cfg)
+    trainer.engine.check_every = cfg.checkpoint_every or None
     last = run_dir(cfg) / "checkpoint-last.npz"
     if cfg.resume:
         trainer.resume(last)

@@ -22,6 +22,12 @@ world_size-th index starting at r. Shards are therefore disjoint and equal, and 
 of all ranks together is exactly batch i of a single loader with batch_size × world_size
 (when that batch is full), which is what makes N replicas ≡ 1 device with the big batch.
 
+Splitting batches (`split_batches=True`, what multi-process training uses). Then
+`batch_size` is the *global* batch: nothing is dropped, every rank walks the same
+batches of the whole permutation, and rank r keeps its contiguous part of each,
+q + (1 if r < b mod world_size else 0) samples of a batch of b (q = b // world_size;
+a part may be empty). Together the ranks see exactly the batches of one loader.
+
 Resume. `iterate(epoch, start_batch)` replays an epoch from any batch, with the same
 order and (see transforms.py) the same augmentation draws.
 """
@@ -46,7 +52,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size, shuffle=True, drop_last=False, device=None, seed=0,
                  rank=0, world_size=1, transform=None, dtype=None, scale=1 / 255,
-                 resident_budget_bytes=2**30):
+                 resident_budget_bytes=2**30, split_batches=False):
         x, y = (dataset.x, dataset.y) if hasattr(dataset, "x") else dataset
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y, dtype=np.int64)
         if len(x) == 0:
@@ -61,7 +67,11 @@ class DataLoader:
             raise GpunetValueError(f"DataLoader: rank expected in [0, {self.world_size}) for "
                                    f"world_size={self.world_size}, got {rank}")
         self.seed = _int_arg(seed, "seed", 0)
-        self.num_samples = len(x) // self.world_size       # per shard
+        self.split_batches = bool(split_batches)
+        if self.split_batches and self.world_size > len(x):
+            raise GpunetValueError(f"DataLoader: world_size expected <= the {len(x)} samples (every rank needs "
+                                   f"at least one), got {world_size}")
+        self.num_samples = len(x) if self.split_batches else len(x) // self.world_size  # per shard
         if self.num_samples == 0:
             raise GpunetValueError(f"DataLoader: world_size expected <= the {len(x)} samples, got {world_size}")
         if drop_last and self.batch_size > self.num_samples:
@@ -105,6 +115,8 @@ class DataLoader:
             order = np.random.Generator(np.random.PCG64([self.seed, int(epoch)])).permutation(n)
         else:
             order = np.arange(n)
+        if self.split_batches:
+            return np.ascontiguousarray(order, dtype=np.int64)
         used = self.num_samples * self.world_size
         return np.ascontiguousarray(order[:used][self.rank::self.world_size], dtype=np.int64)
 
@@ -127,9 +139,19 @@ class DataLoader:
                 idx = self.device.asarray(idx)  # once per epoch
         b = self.batch_size
         for i in range(start_batch, len(self)):
+            sel = idx[i * b:(i + 1) * b]
+            if self.split_batches:
+                lo, hi = self.part(sel.shape[0])
+                sel = sel[lo:hi]
             with self.device:
-                batch = self._make_batch(idx[i * b:(i + 1) * b], epoch, i)
+                batch = self._make_batch(sel, epoch, i)
             yield batch  # outside the device context: the caller's code is not pinned to it
+
+    def part(self, size: int) -> tuple:
+        """[lo, hi) of this rank's part of a global batch of `size` (split_batches)."""
+        q, rem = divmod(int(size), self.world_size)
+        lo = self.rank * q + min(self.rank, rem)
+        return lo, lo + q + (1 if self.rank < rem else 0)
 
     def _make_batch(self, sel, epoch: int, i: int):
         xp = self.device.xp
@@ -151,7 +173,8 @@ class DataLoader:
         return xb, yb
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self._epoch, "rank": self.rank, "world_size": self.world_size}
+        return {"seed": self.seed, "epoch": self._epoch, "rank": self.rank, "world_size": self.world_size,
+                "split_batches": self.split_batches}
 
     def load_state_dict(self, state: dict) -> None:
         self.set_epoch(state["epoch"])
