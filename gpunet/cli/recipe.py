@@ -61,6 +61,9 @@ class TrainConfig:
             if not ok:
                 raise GpunetValueError(f"TrainConfig: {name} expected a value {want}, got {getattr(self, name)!r}")
         self.hidden_sizes()
+        one_of("TrainConfig", "dtype", self.dtype, DTYPES)
+        one_of("TrainConfig", "optimizer", self.optimizer, tuple(optim.OPTIMIZERS))
+        one_of("TrainConfig", "init", self.init, nn.init.NAMES)
         one_of("TrainConfig", "reduce", self.reduce, REDUCES)
         one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
         non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
@@ -86,6 +89,45 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+DTYPES = ("float32", "float64")
+
+# Which zoo models and optimizers a setting reaches. A setting the user gives (flag or config
+# file) that does not reach the model or optimizer chosen is refused, never silently ignored.
+MODEL_SETTINGS = {
+    "hidden": ("mlp",),
+    "dropout": ("mlp",),
+    "init": ("mlp", "softmax_regression", "small_cnn", "tf_cifar10_cnn"),
+}
+OPTIMIZER_SETTINGS = {"momentum": ("sgd",)}
+WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is refused
+    "hidden": "its layer widths are fixed by the architecture",
+    "dropout": "it has no Dropout layer",
+    "momentum": "Adam and AdamW use betas (0.9, 0.999) instead; RMSprop is built without momentum",
+}
+PARALLEL_SETTINGS = ("reduce", "lr_scaling")  # data parallel only: with one replica they change nothing
+
+
+def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
+    """Refuse settings in `given` (names the user set) that would not take effect for `cfg`."""
+    for name in sorted(given):
+        flag = "--" + name.replace("_", "-")
+        if name in MODEL_SETTINGS and cfg.model not in MODEL_SETTINGS[name]:
+            raise GpunetValueError(f"{flag} does not apply to --model {cfg.model}: {WHY_NOT[name]} "
+                                   f"(it applies to {', '.join(MODEL_SETTINGS[name])})")
+        if name in OPTIMIZER_SETTINGS and cfg.optimizer not in OPTIMIZER_SETTINGS[name]:
+            raise GpunetValueError(f"{flag} does not apply to --optimizer {cfg.optimizer}: {WHY_NOT[name]} "
+                                   f"(it applies to {', '.join(OPTIMIZER_SETTINGS[name])})")
+        if name in PARALLEL_SETTINGS and replicas == 1 and getattr(cfg, name) != FIELDS[name].default:
+            raise GpunetValueError(f"{flag} {getattr(cfg, name)} applies to data parallel only: give "
+                                   f"--devices cpu,cpu (or cuda:0,cuda:1) or start the run with gpunet launch")
+
+
+def given_settings(flags: dict, config_file=None) -> set:
+    """The TrainConfig names set by the flags (not None) or by the config file."""
+    names = {k for k, v in flags.items() if v is not None and k in FIELDS}
+    if config_file:
+        names |= set(load_config_file(config_file))
+    return names
 
 
 def load_config_file(path) -> dict:
@@ -143,13 +185,13 @@ def build_model(cfg: TrainConfig, sample_shape, classes: int):
     if cfg.model == "softmax_regression":
         return models.softmax_regression(c * h * w, classes, init=cfg.init)
     if cfg.model == "small_cnn":
-        return models.small_cnn(in_channels=c, classes=classes, image_size=h)
-    return models.tf_cifar10_cnn(classes=classes)
+        return models.small_cnn(in_channels=c, classes=classes, image_size=h, init=cfg.init)
+    return models.tf_cifar10_cnn(classes=classes, init=cfg.init)
 
 
 def build_optimizer(cfg: TrainConfig, params):
     kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer in OPTIMIZER_SETTINGS["momentum"]:
         kw["momentum"] = cfg.momentum
     return optim.get(cfg.optimizer, params, **kw)
 

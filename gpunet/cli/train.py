@@ -62,8 +62,9 @@ def run(args) -> int:
         cfg = recipe.resolve(flags, args.config)
         if cfg.resume:  # continue with the run's own settings; flags given now override them
             cfg = recipe.resolve(flags, args.config, base=saved_config(cfg))
+        given = recipe.given_settings(flags, args.config)
         return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
-                     ignore=tuple(args.ignore), doctor=not args.no_doctor)
+                     ignore=tuple(args.ignore), doctor=not args.no_doctor, given=given)
     except GpunetError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
@@ -78,7 +79,21 @@ def saved_config(cfg) -> dict:
         raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
 
 
-def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> int:
+def pick_device(cfg, world: int, local_rank: int):
+    """This process's device. Under `gpunet launch` (world > 1) "cuda" means cuda:<local rank>
+    and fails without a GPU, as it does without launch; only "auto" falls back to the CPU."""
+    if world == 1 and cfg.device_list():  # data parallel in this process: replica 0's device
+        return gn.device(cfg.device_list()[0])
+    if world > 1 and cfg.device == "cuda":
+        return gn.device(f"cuda:{local_rank}")
+    if world > 1 and cfg.device == "auto":
+        return gn.device(f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu")
+    return gn.device(cfg.device)
+
+
+def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, given=()) -> int:
+    rank, world, local_rank = env_rank()
+    recipe.check_applicable(cfg, given, replicas=max(world, len(cfg.device_list() or ())))
     folder = run_dir(cfg)
     last = folder / "checkpoint-last.npz"
     if cfg.resume and not last.is_file():
@@ -89,12 +104,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True) -> 
         console.print(f"--resume: {folder} holds no checkpoint yet; starting the run from the beginning")
         cfg = dataclasses.replace(cfg, resume=False)
     gn.manual_seed(cfg.seed)
-    rank, world, local_rank = env_rank()
-    if world == 1 and cfg.device_list():  # data parallel in this process: replica 0's device
-        dev = gn.device(cfg.device_list()[0])
-    else:
-        dev = gn.device(cfg.device if world == 1 or cfg.device not in ("auto", "cuda")
-                        else (f"cuda:{local_rank}" if gn.is_gpu_available() else "cpu"))
+    dev = pick_device(cfg, world, local_rank)
     train_set, val_set, test_set = recipe.datasets(cfg)
     model = recipe.build_model(cfg, recipe.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
