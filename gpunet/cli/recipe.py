@@ -48,6 +48,7 @@ class TrainConfig:
     reduce: str = "mean"             # data parallel: "mean" or "sum" of the replicas' gradients
     lr_scaling: str = "none"         # "linear": lr × replicas (Goyal et al. 2017)
     warmup_epochs: float = 0.0       # linear warmup to the scaled lr
+    threads: int = 0                 # BLAS threads on the CPU (0: gpunet's choice, gn.threads.AUTO_THREADS)
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -56,7 +57,7 @@ class TrainConfig:
                   ("weight_decay", finite and self.weight_decay >= 0, ">= 0 and finite"),
                   ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                   ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0")]
+                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"), ("threads", self.threads >= 0, ">= 0")]
         for name, ok, want in checks:
             if not ok:
                 raise GpunetValueError(f"TrainConfig: {name} expected a value {want}, got {getattr(self, name)!r}")

@@ -106,6 +106,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
     gn.manual_seed(cfg.seed)
     dev = pick_device(cfg, world, local_rank)
     train_set, val_set, test_set = recipe.datasets(cfg)
+    cfg = dataclasses.replace(cfg, threads=gn.threads.set_threads(cfg.threads))  # config.json shows the count used
     model = recipe.build_model(cfg, recipe.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
     opt = recipe.build_optimizer(cfg, model.parameters())
@@ -117,7 +118,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
             return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
-    console.print(f"device {dev.name}, {recipe.param_count(model):,} parameters, "
+    console.print(f"device {dev.name}, {cfg.threads} BLAS thread(s), {recipe.param_count(model):,} parameters, "
                   f"{len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
