@@ -308,6 +308,10 @@ def device(spec="auto") -> Device:
         return spec
     if spec is None:
         spec = "auto"
+    if not isinstance(spec, str) and isinstance(getattr(spec, "type", None), str):
+        # torch.device("cuda:0") and alike: the same spec as a string ("cuda:0", "cpu").
+        index = getattr(spec, "index", None)
+        spec = spec.type if index is None else f"{spec.type}:{index}"
     if not isinstance(spec, str):
         raise GpunetTypeError(f"device: expected a string ({VALID_DEVICE_FORMS}) or a Device, "
                               f"got {type(spec).__name__} {spec!r}")

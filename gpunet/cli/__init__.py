@@ -20,6 +20,8 @@ COMMANDS = {
     "experiment": ("gpunet.cli.experiment", "run an experiment that answers a classic training question"),
     "launch": ("gpunet.cli.launch", "start one process per rank for multi-process data parallel"),
     "info": ("gpunet.cli.info", "report devices, versions and kernel status"),
+    "summary": ("gpunet.cli.summary", "show a zoo model layer by layer: output shapes, parameters, memory"),
+    "export": ("gpunet.cli.export", "write a trained run's model as ONNX and/or safetensors (PyTorch names)"),
 }
 
 
