@@ -17,6 +17,7 @@ the CPU: weights, optimizer and scheduler state, epoch/step, the device RNG, His
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -141,9 +142,10 @@ class Trainer:
         loader = self.loader(train, batch_size)
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
         callbacks = self.callbacks
-        if verbose:
-            from .callbacks import RichProgress
-            callbacks = CallbackList([RichProgress(epochs, len(loader)), *self.callbacks.callbacks])
+        if verbose:  # a bar in a terminal; plain lines in pipes, CI logs and files
+            from .callbacks import PlainProgress, RichProgress
+            bar = RichProgress if sys.stdout.isatty() else PlainProgress
+            callbacks = CallbackList([bar(epochs, len(loader)), *self.callbacks.callbacks])
             callbacks.set_trainer(self)
         self.stop_training = False
         self.lr.share()  # an lr assigned to self.optimizer between fits reaches every replica

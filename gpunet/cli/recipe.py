@@ -49,6 +49,11 @@ class TrainConfig:
     lr_scaling: str = "none"         # "linear": lr × replicas (Goyal et al. 2017)
     warmup_epochs: float = 0.0       # linear warmup to the scaled lr
     threads: int = 0                 # BLAS threads on the CPU (0: gpunet's choice, gn.threads.AUTO_THREADS)
+    schedule: str = "none"           # per-epoch lr schedule: a name in SCHEDULES
+    early_stopping: int = 0          # stop after this many epochs without a better val_loss (0: never)
+    clip_grad_norm: float = 0.0      # clip the global gradient norm to this (0: no clipping)
+    augment: bool = False            # random crop (and flip for cifar10, fashion-mnist) of training batches
+    log: str = ""                    # extra epoch logs beside metrics.jsonl: "csv", "tensorboard" or both
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -57,15 +62,24 @@ class TrainConfig:
                   ("weight_decay", finite and self.weight_decay >= 0, ">= 0 and finite"),
                   ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                   ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"), ("threads", self.threads >= 0, ">= 0")]
+                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"), ("threads", self.threads >= 0, ">= 0"),
+                  ("early_stopping", self.early_stopping >= 0, ">= 0"),
+                  ("clip_grad_norm", math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0,
+                   ">= 0 and finite")]
         for name, ok, want in checks:
             if not ok:
                 raise GpunetValueError(f"TrainConfig: {name} expected a value {want}, got {getattr(self, name)!r}")
         self.hidden_sizes()
+        if self.early_stopping and not self.val_fraction:
+            raise GpunetValueError("TrainConfig: early_stopping expected a validation split to watch "
+                                   f"(--val-fraction > 0), got val_fraction {self.val_fraction}")
         one_of("TrainConfig", "dtype", self.dtype, DTYPES)
         one_of("TrainConfig", "optimizer", self.optimizer, tuple(optim.OPTIMIZERS))
         one_of("TrainConfig", "init", self.init, nn.init.NAMES)
         one_of("TrainConfig", "reduce", self.reduce, REDUCES)
+        one_of("TrainConfig", "schedule", self.schedule, tuple(SCHEDULES))
+        for name in self.log_list():
+            one_of("TrainConfig", "log", name, LOGS)
         one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
         non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
         models.get(self.model)
@@ -79,6 +93,9 @@ class TrainConfig:
                                    f"got {self.hidden!r}")
         return [int(p) for p in parts]
 
+    def log_list(self) -> list:
+        return [p.strip() for p in self.log.split(",") if p.strip()]
+
     def device_list(self):
         """The data-parallel replicas' devices, or None for one device."""
         devs = [d.strip() for d in self.devices.split(",") if d.strip()]
@@ -91,6 +108,15 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 DTYPES = ("float32", "float64")
+LOGS = ("csv", "tensorboard")
+# --schedule NAME -> the run's per-epoch Schedule (None: constant lr). To offer another schedule,
+# add its name here with a builder from the config (e.g. the epochs it spans).
+SCHEDULES = {
+    "none": lambda cfg: None,
+    "cosine": lambda cfg: optim.Cosine(total=cfg.epochs),                    # base lr -> 0 over the run
+    "step": lambda cfg: optim.StepLR(step_size=max(1, cfg.epochs // 3)),     # ×0.1 at 1/3 and 2/3
+}
+AUGMENT_FLIP = ("cifar10", "fashion-mnist")  # mirror-symmetric classes; digits are not
 
 # Which zoo models and optimizers a setting reaches. A setting the user gives (flag or config
 # file) that does not reach the model or optimizer chosen is refused, never silently ignored.
@@ -106,6 +132,7 @@ WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is ref
     "momentum": "Adam and AdamW use betas (0.9, 0.999) instead; RMSprop is built without momentum",
 }
 PARALLEL_SETTINGS = ("reduce", "lr_scaling")  # data parallel only: with one replica they change nothing
+ONE_REPLICA_SETTINGS = ("clip_grad_norm", "augment", "early_stopping")  # not yet wired into data parallel: refused there
 
 
 def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
@@ -118,9 +145,30 @@ def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
         if name in OPTIMIZER_SETTINGS and cfg.optimizer not in OPTIMIZER_SETTINGS[name]:
             raise GpunetValueError(f"{flag} does not apply to --optimizer {cfg.optimizer}: {WHY_NOT[name]} "
                                    f"(it applies to {', '.join(OPTIMIZER_SETTINGS[name])})")
+        if name in ONE_REPLICA_SETTINGS and replicas > 1 and getattr(cfg, name) != FIELDS[name].default:
+            raise GpunetValueError(f"{flag} applies to single-device runs for now: drop it or train "
+                                   f"without --devices / gpunet launch")
         if name in PARALLEL_SETTINGS and replicas == 1 and getattr(cfg, name) != FIELDS[name].default:
             raise GpunetValueError(f"{flag} {getattr(cfg, name)} applies to data parallel only: give "
                                    f"--devices cpu,cpu (or cuda:0,cuda:1) or start the run with gpunet launch")
+
+
+def schedule(cfg: TrainConfig):
+    """The per-epoch lr Schedule of `--schedule` (None for "none")."""
+    return SCHEDULES[cfg.schedule](cfg)
+
+
+def augmentation(cfg: TrainConfig, sample_shape):
+    """The `--augment` transform for training batches: a random crop of the image size from the
+    image zero-padded by 1/8 of its side, and a random flip where classes are mirror-symmetric."""
+    from ..data import transforms
+    if not cfg.augment:
+        return None
+    side = sample_shape[1]
+    parts = [transforms.RandomCrop(side, padding=max(1, side // 8), seed=cfg.seed)]
+    if data.datasets._canonical(cfg.dataset) in AUGMENT_FLIP:
+        parts.append(transforms.RandomFlip(seed=cfg.seed))
+    return transforms.Compose(parts, seed=cfg.seed) if len(parts) > 1 else parts[0]
 
 
 def given_settings(flags: dict, config_file=None) -> set:

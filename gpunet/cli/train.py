@@ -17,7 +17,7 @@ from rich.table import Table
 import gpunet as gn
 
 from .. import losses
-from ..callbacks import JSONLLogger, ModelCheckpoint
+from ..callbacks import ClipGradNorm, CSVLogger, EarlyStopping, JSONLLogger, ModelCheckpoint, TensorBoardLogger
 from ..fileio import atomic_write_bytes
 from .flags import add_field_flag
 from ..errors import GpunetError
@@ -49,9 +49,10 @@ def run_dir(cfg) -> Path:
 
 
 def print_config(console, cfg, folder) -> None:
-    t = Table(title=f"gpunet train → {folder}", show_header=False)
+    console.print(f"gpunet train → {escape(str(folder))}", highlight=False)
+    t = Table(show_header=False)
     for k, v in dataclasses.asdict(cfg).items():
-        t.add_row(k, escape(repr(v)))
+        t.add_row(k, escape(repr(cfg.run_name if k == "name" else v)))
     console.print(t)
 
 
@@ -123,8 +124,9 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     loss = losses.SoftmaxCrossEntropy()
-    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed,
-                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt],
+    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed, schedule=recipe.schedule(cfg),
+                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt,
+                                    *extra_callbacks(cfg, folder)],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
                          lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs,
                          doctor=doctor, doctor_ignore=ignore)
@@ -142,7 +144,20 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
         if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
             console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
             trainer.set_lr(cfg.lr)
-    history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
+    if trainer.epoch >= cfg.epochs:
+        console.print(f"--resume: {folder} is finished ({trainer.epoch} of {cfg.epochs} epochs); "
+                      f"to train longer, give --epochs N with N > {trainer.epoch}")
+        return 0
+    transform = recipe.augmentation(cfg, recipe.sample_shape(train_set))
+    fit_data = train_set if transform is None else gn.data.DataLoader(
+        train_set, cfg.batch_size, shuffle=True, device=dev, seed=cfg.seed, dtype=model.dtype, transform=transform)
+    try:
+        history = trainer.fit(fit_data, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted at epoch {trainer.epoch + 1}, step {trainer.global_step}. "
+                      f"Continue from {last} with:\n  gpunet train --out {escape(cfg.out)} "
+                      f"--name {escape(cfg.run_name)} --resume", highlight=False)
+        raise
     test = trainer.evaluate(test_set)
     with open(folder / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "test", **test}) + "\n")
@@ -151,10 +166,25 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
     return 0
 
 
+def extra_callbacks(cfg, folder) -> list:
+    """Callbacks for --early-stopping, --clip-grad-norm and --log."""
+    out = []
+    if cfg.early_stopping:
+        out.append(EarlyStopping("val_loss", patience=cfg.early_stopping))
+    if cfg.clip_grad_norm:
+        out.append(ClipGradNorm(cfg.clip_grad_norm))
+    logs = cfg.log_list()
+    if "csv" in logs:
+        out.append(CSVLogger(folder / "metrics.csv", append=cfg.resume))
+    if "tensorboard" in logs:
+        out.append(TensorBoardLogger(folder / "tensorboard"))
+    return out
+
+
 def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) -> int:
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
-                         devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
+                         schedule=recipe.schedule(cfg), devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
                          warmup_epochs=cfg.warmup_epochs,
                          doctor=False)  # rank 0 reports; if it stops, the launcher stops this rank
     last = run_dir(cfg) / "checkpoint-last.npz"
@@ -168,7 +198,7 @@ def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) 
 
 def summary(console, history, test, folder, curves) -> None:
     t = Table(title="epochs")
-    for col in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples/s"):
+    for col in ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds", "samples/s"):  # 80 columns
         t.add_column(col, justify="right")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for e in history.epochs:
