@@ -29,6 +29,8 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the chosen command's module is imported (for its flags)."""
     parser = argparse.ArgumentParser(prog="gpunet", allow_abbrev=False,
                                      description="GPU-accelerated neural-network training (CuPy/NumPy).")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)

@@ -21,13 +21,16 @@ class LaunchConfig:
 
 def add_arguments(parser) -> None:
     d = LaunchConfig()
-    parser.add_argument("--nproc", type=int, default=d.nproc, help="processes (ranks) on this node")
-    parser.add_argument("--host", default=d.host, help="address of rank 0")
-    parser.add_argument("--port", type=int, default=d.port, help="port of rank 0")
-    parser.add_argument("--nnodes", type=int, default=d.nnodes)
-    parser.add_argument("--node-rank", type=int, default=d.node_rank)
-    parser.add_argument("--timeout", type=float, default=d.timeout, help="limit for the whole run (s)")
-    parser.add_argument("--grace", type=float, default=d.grace)
+    parser.add_argument("--nproc", type=int, default=d.nproc, help=f"processes (ranks) on this node (default {d.nproc})")
+    parser.add_argument("--host", default=d.host, help=f"address of rank 0 (default {d.host})")
+    parser.add_argument("--port", type=int, default=d.port, help=f"port of rank 0 (default {d.port})")
+    parser.add_argument("--nnodes", type=int, default=d.nnodes, help=f"machines in the run (default {d.nnodes})")
+    parser.add_argument("--node-rank", type=int, default=d.node_rank,
+                        help=f"this machine's index, 0 on the one with rank 0 (default {d.node_rank})")
+    parser.add_argument("--timeout", type=float, default=d.timeout,
+                        help="limit for the whole run in seconds (default 0: none)")
+    parser.add_argument("--grace", type=float, default=d.grace,
+                        help=f"seconds between SIGTERM and SIGKILL when stopping ranks (default {d.grace:g})")
     parser.add_argument("rank_command", nargs="*", metavar="COMMAND", help="the command for every rank, after --")
 
 

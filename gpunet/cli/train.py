@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -26,9 +27,45 @@ from ..plot import write_curves
 from . import recipe
 
 
+HELP = {  # one line per flag; the default is appended as the user would type it
+    "dataset": "built-in set, npz:FILE.npz (arrays x, y) or folder:DIR (one subfolder per class)",
+    "model": "zoo model", "hidden": "mlp hidden widths, comma-separated", "epochs": "epochs in total",
+    "batch_size": "samples per step", "lr": "learning rate", "optimizer": "optimizer",
+    "momentum": "SGD momentum", "weight_decay": "L2 weight decay", "init": "weight initialiser",
+    "dropout": "mlp dropout probability", "dtype": "floating-point type",
+    "device": "cpu, cuda, cuda:N or auto (a GPU when usable)", "seed": "seed of weights, split and shuffles",
+    "val_fraction": "share of the training set held out for validation", "out": "folder of run folders",
+    "name": "run folder name", "resume": "continue OUT/NAME from its last checkpoint",
+    "checkpoint_every": "also checkpoint every K steps (0: at epoch ends only)",
+    "data_root": "dataset folder",
+    "devices": "data parallel in this process, one replica per device: cpu,cpu or cuda:0,cuda:1",
+    "reduce": "data parallel: combine replica gradients by mean or sum",
+    "lr_scaling": "data parallel: linear multiplies lr by the replicas", "warmup_epochs": "linear lr warmup",
+    "threads": "BLAS threads on the CPU (0: gpunet's choice, 1)", "schedule": "per-epoch lr schedule",
+    "early_stopping": "stop after N epochs without a lower val_loss (0: never)",
+    "clip_grad_norm": "clip the global gradient norm (0: off)",
+    "augment": "random crop (and flip for cifar10, fashion-mnist) of training images",
+    "log": "extra epoch logs beside metrics.jsonl: csv, tensorboard or csv,tensorboard",
+}
+SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache", "devices": "one device", "log": "none",
+                 "threads": "0"}
+
+
+def _choices():
+    from .. import models, nn, optim
+    from ..parallel.engine import REDUCES
+    from ..train import LR_SCALINGS
+    return {"model": tuple(sorted(models.ZOO)), "optimizer": tuple(optim.OPTIMIZERS), "init": tuple(nn.init.NAMES),
+            "dtype": recipe.DTYPES, "schedule": tuple(recipe.SCHEDULES), "reduce": tuple(REDUCES),
+            "lr_scaling": tuple(LR_SCALINGS)}
+
+
 def add_arguments(parser) -> None:
+    choices = _choices()
     for name, field in recipe.FIELDS.items():  # default None: "not given", so config files can fill it
-        add_field_flag(parser, name, field.type, None, f"(default {field.default!r})")
+        shown = SHOWN_DEFAULT.get(name, "off" if field.default is False else field.default)
+        add_field_flag(parser, name, field.type, None, f"{HELP[name]} (default {shown})",
+                       choices=choices.get(name))
     parser.add_argument("--config", default=None, metavar="FILE.toml",
                         help="read settings from a TOML or JSON file; flags override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,8 +104,13 @@ def run(args) -> int:
         return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
                      ignore=tuple(args.ignore), doctor=not args.no_doctor, given=given)
     except GpunetError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
+        console.print(f"[bold red]error:[/] {escape(cli_advice(str(e)))}")
         return 2
+
+
+def cli_advice(message: str) -> str:
+    """A config error in the words of the command line: "TrainConfig: lr expected ..." -> "--lr expected ..."."""
+    return re.sub(r"\bTrainConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def saved_config(cfg) -> dict:
