@@ -103,7 +103,8 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return self.name or f"{self.dataset}-{self.model}"
+        dataset = data.custom.short_name(self.dataset) if data.custom.is_custom(self.dataset) else self.dataset
+        return self.name or f"{dataset}-{self.model}"
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -166,7 +167,7 @@ def augmentation(cfg: TrainConfig, sample_shape):
         return None
     side = sample_shape[1]
     parts = [transforms.RandomCrop(side, padding=max(1, side // 8), seed=cfg.seed)]
-    if data.datasets._canonical(cfg.dataset) in AUGMENT_FLIP:
+    if not data.custom.is_custom(cfg.dataset) and data.datasets._canonical(cfg.dataset) in AUGMENT_FLIP:
         parts.append(transforms.RandomFlip(seed=cfg.seed))
     return transforms.Compose(parts, seed=cfg.seed) if len(parts) > 1 else parts[0]
 
