@@ -56,3 +56,10 @@ def test_config_errors_name_the_flag(tmp_path, capsys):
     assert "error: --lr expected a value > 0 and finite, got -1.0" in out and "TrainConfig" not in out
     assert main(["train", "--val-fraction", "0", "--early-stopping", "2", "--out", str(tmp_path)]) == 2
     assert "--early-stopping expected a validation split" in " ".join(capsys.readouterr().out.split())
+
+
+def test_experiment_says_where_it_wrote(tmp_path, capsys):
+    assert main(["experiment", "zero-init-softmax", "--quick", "--out", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"wrote {tmp_path / 'result.json'}" in out
+    assert (tmp_path / "result.json").is_file()

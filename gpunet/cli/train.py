@@ -161,8 +161,9 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
             return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
-    console.print(f"device {dev.name}, {cfg.threads} BLAS thread(s), {recipe.param_count(model):,} parameters, "
-                  f"{len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
+    console.print(f"device {dev.name}, {cfg.threads} BLAS thread{'s' if cfg.threads > 1 else ''}, "
+                  f"{recipe.param_count(model):,} parameters")
+    console.print(f"data: {len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     loss = losses.SoftmaxCrossEntropy()
