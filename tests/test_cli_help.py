@@ -63,3 +63,12 @@ def test_experiment_says_where_it_wrote(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert f"wrote {tmp_path / 'result.json'}" in out
     assert (tmp_path / "result.json").is_file()
+
+
+def test_json_is_a_switch_in_every_command():
+    for name in COMMANDS:
+        for a in _sub(name)._actions:
+            if "--json" in a.option_strings:
+                assert isinstance(a, argparse._StoreTrueAction), name
+            if "--json-out" in a.option_strings:
+                assert a.nargs is None and not isinstance(a, argparse._StoreTrueAction), name

@@ -49,7 +49,7 @@ class DoctorConfig:
     input_scale: float = 1 / 255     # the loader's pixel scale (1: pixels stay 0-255)
     replicas: int = 1                # data-parallel replicas on --device
     reduce: str = "mean"             # mean | sum (with --replicas > 1)
-    json: str = ""                   # also write the findings as JSON to this file
+    json_out: str = ""               # also write the findings as JSON to this file (--json is a switch elsewhere)
 
     def validate(self) -> "DoctorConfig":
         checks = [("probe_steps", self.probe_steps >= 0, ">= 0"), ("log_every", self.log_every >= 1, ">= 1"),
@@ -146,7 +146,7 @@ def diagnose(cfg, dc):
 
 
 def report(console, findings, summary, dc) -> None:
-    """The rich report (and the JSON file with --json)."""
+    """The rich report (and the JSON file with --json-out)."""
     cfg = summary["config"]
     head = f"gpunet doctor: {cfg['model']} on {cfg['dataset']}, probe of {summary['steps']} steps"
     if summary.get("loss"):
@@ -159,9 +159,9 @@ def report(console, findings, summary, dc) -> None:
     verdict = doctor.worst(findings)
     console.print("verdict: " + ("[green]healthy[/]" if not doctor.has_problems(findings)
                                  else f"[bold red]{verdict}s found[/]" if verdict == "error" else "[yellow]warnings found[/]"))
-    if dc.json:
+    if dc.json_out:
         out = {"findings": [f.to_dict() for f in findings], **summary}
-        with open(dc.json, "w") as f:
+        with open(dc.json_out, "w") as f:
             json.dump(out, f, indent=1, default=str)
 
 
