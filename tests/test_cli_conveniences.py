@@ -133,3 +133,25 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     out = " ".join(capsys.readouterr().out.split())  # rich may wrap a long path
     assert "interrupted at epoch 1, step 0." in out
     assert f"gpunet train --out {tmp_path} --name r --resume" in out
+
+
+def test_rich_progress_fits_80_columns_and_leaves_epoch_lines():
+    from rich.console import Console
+    from gpunet.callbacks import RichProgress
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80, color_system=None)
+    bar = RichProgress(epochs=2, steps_per_epoch=5, console=console)
+    bar.trainer = type("T", (), {"optimizer": type("O", (), {"lr": 0.1})()})()
+    bar.on_train_begin()
+    for e in range(2):
+        bar.on_epoch_begin(e)
+        for b in range(5):
+            bar.on_batch_end(b, {"epoch": e, "batch": b, **({"loss": 0.5, "accuracy": 0.75} if b == 2 else {})})
+        bar.on_epoch_end(e, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.25, "val_accuracy": 0.875})
+    bar.on_train_end()
+    text = buf.getvalue()
+    assert "epoch 1/2 loss 0.5000 acc 0.7500 val_loss 0.2500 val_acc 0.8750 eta " in text
+    assert "epoch 2/2 loss 0.5000 acc 0.7500 val_loss 0.2500 val_acc 0.8750\n" in text
+    import re
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert max(len(ln) for ln in plain.replace("\r", "\n").splitlines()) <= 80

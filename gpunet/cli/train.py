@@ -47,8 +47,8 @@ HELP = {  # one line per flag; the default is appended as the user would type it
     "augment": "random crop (and flip for cifar10, fashion-mnist) of training images",
     "log": "extra epoch logs beside metrics.jsonl: csv, tensorboard or csv,tensorboard",
 }
-SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache", "devices": "one device", "log": "none",
-                 "threads": "0"}
+SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache",
+                 "devices": "one device", "log": "none", "threads": "0"}
 
 
 def _choices():
