@@ -155,3 +155,36 @@ def test_rich_progress_fits_80_columns_and_leaves_epoch_lines():
     import re
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
     assert max(len(ln) for ln in plain.replace("\r", "\n").splitlines()) <= 80
+
+
+def test_accumulate_gives_the_same_step_as_the_whole_batch():
+    from gpunet.step import LocalEngine
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 1, 4, 4))
+    y = rng.integers(0, 3, 10)
+    params = []
+    for k in (1, 3, 10):  # 3 micro-batches of 3, 3, 4 rows; 10 of one row
+        gn.manual_seed(0)
+        model = gn.models.mlp([16, 8, 3]).to("cpu", dtype="float64")
+        opt = gn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        engine = LocalEngine(model, gn.losses.SoftmaxCrossEntropy(), opt, "cpu", accumulate=k)
+        loss, correct = engine.train_step(x, y)
+        params.append(([p.data.copy() for p in model.parameters()], float(loss), int(correct)))
+    for other in params[1:]:
+        assert other[1] == pytest.approx(params[0][1], rel=1e-12) and other[2] == params[0][2]
+        for a, b in zip(params[0][0], other[0]):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+    with pytest.raises(gn.GpunetValueError, match="accumulate expected an int >= 1"):
+        LocalEngine(gn.models.mlp([4, 2]), gn.losses.SoftmaxCrossEntropy(),
+                    gn.optim.SGD(gn.models.mlp([4, 2]).parameters(), lr=0.1), "cpu", accumulate=0)
+
+
+def test_accumulate_from_the_cli(tmp_path):
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet", "--no-doctor", "--accumulate", "4",
+                 "--dtype", "float64", "--name", "acc"]) == 0
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet", "--no-doctor",
+                 "--dtype", "float64", "--name", "one"]) == 0
+    a, b = (json.loads((tmp_path / n / "history.json").read_text())[0] for n in ("acc", "one"))
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
+    with pytest.raises(gn.GpunetValueError, match="accumulate expected a value in"):
+        recipe.resolve({"accumulate": 65})

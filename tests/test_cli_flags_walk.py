@@ -19,7 +19,8 @@ ALT = {"dataset": "mnist", "model": "small_cnn", "hidden": "32", "epochs": 3, "b
        "dropout": 0.5, "dtype": "float64", "device": "cuda", "seed": 1, "val_fraction": 0.2,
        "out": "elsewhere", "name": "mine", "resume": True, "checkpoint_every": 5, "data_root": "/nowhere",
        "devices": "cpu,cpu", "reduce": "sum", "lr_scaling": "linear", "warmup_epochs": 1.0, "threads": 2,
-       "schedule": "cosine", "early_stopping": 2, "clip_grad_norm": 1.0, "augment": True, "log": "csv"}
+       "schedule": "cosine", "early_stopping": 2, "clip_grad_norm": 1.0, "augment": True, "log": "csv",
+       "accumulate": 4}
 MODEL_FLAGS = ("hidden", "dropout", "init", "seed", "dtype")
 OPT_FLAGS = ("lr", "momentum", "weight_decay", "optimizer")
 SHAPES = {"mlp": (1, 8, 8), "softmax_regression": (1, 8, 8), "small_cnn": (1, 8, 8), "tf_cifar10_cnn": (3, 24, 24)}
@@ -124,6 +125,6 @@ def test_run_flags_take_effect(tmp_path):
     assert not np.array_equal(a[1].y, c[1].y)
     # epochs, batch_size, checkpoint_every, warmup_epochs, dataset, data_root: passed to the Trainer and the
     # loaders; their effect is asserted end to end in test_cli_train.py and test_trainer.py;
-    # threads in test_threads.py; schedule, early_stopping, clip_grad_norm, augment and log in
+    # threads in test_threads.py; schedule, early_stopping, clip_grad_norm, augment, log, accumulate in
     # test_cli_conveniences.py.
     assert {"epochs", "batch_size", "checkpoint_every", "warmup_epochs", "dataset", "data_root"} <= set(ALT)

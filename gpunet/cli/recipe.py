@@ -54,6 +54,7 @@ class TrainConfig:
     clip_grad_norm: float = 0.0      # clip the global gradient norm to this (0: no clipping)
     augment: bool = False            # random crop (and flip for cifar10, fashion-mnist) of training batches
     log: str = ""                    # extra epoch logs beside metrics.jsonl: "csv", "tensorboard" or both
+    accumulate: int = 1              # run each batch as K micro-batches (gradient accumulation)
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -64,6 +65,7 @@ class TrainConfig:
                   ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
                   ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"), ("threads", self.threads >= 0, ">= 0"),
                   ("early_stopping", self.early_stopping >= 0, ">= 0"),
+                  ("accumulate", 1 <= self.accumulate <= self.batch_size, "in [1, batch_size]"),
                   ("clip_grad_norm", math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0,
                    ">= 0 and finite")]
         for name, ok, want in checks:
@@ -133,7 +135,7 @@ WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is ref
     "momentum": "Adam and AdamW use betas (0.9, 0.999) instead; RMSprop is built without momentum",
 }
 PARALLEL_SETTINGS = ("reduce", "lr_scaling")  # data parallel only: with one replica they change nothing
-ONE_REPLICA_SETTINGS = ("clip_grad_norm", "augment", "early_stopping")  # not yet wired into data parallel: refused there
+ONE_REPLICA_SETTINGS = ("clip_grad_norm", "augment", "early_stopping", "accumulate")  # not yet wired into data parallel: refused there
 
 
 def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:

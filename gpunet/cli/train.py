@@ -46,6 +46,7 @@ HELP = {  # one line per flag; the default is appended as the user would type it
     "clip_grad_norm": "clip the global gradient norm (0: off)",
     "augment": "random crop (and flip for cifar10, fashion-mnist) of training images",
     "log": "extra epoch logs beside metrics.jsonl: csv, tensorboard or csv,tensorboard",
+    "accumulate": "run each batch as K micro-batches: same step, 1/K of the activation memory",
 }
 SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache",
                  "devices": "one device", "log": "none", "threads": "0"}
@@ -168,6 +169,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, giv
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     loss = losses.SoftmaxCrossEntropy()
     trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed, schedule=recipe.schedule(cfg),
+                         accumulate=1 if (comm or cfg.device_list()) else cfg.accumulate,
                          callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt,
                                     *extra_callbacks(cfg, folder)],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
