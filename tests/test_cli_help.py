@@ -9,7 +9,7 @@ import pytest
 import gpunet as gn
 from gpunet.cli import COMMANDS, build_parser, main
 
-DOCUMENTED = ("train", "evaluate", "info", "launch", "experiment", "summary", "export")
+DOCUMENTED = ("train", "evaluate", "info", "launch", "experiment", "summary", "export", "compare")
 
 
 def _sub(name):
@@ -38,6 +38,14 @@ def test_train_help_lists_choices_and_typed_defaults():
     assert "one of: float32, float64" in helps["dtype"] and "he_normal" in helps["init"]
     assert "(default <dataset>-<model>)" in helps["name"]
     assert "(default 256,128)" in helps["hidden"] and "''" not in " ".join(h or "" for h in helps.values())
+
+
+def test_device_means_the_same_in_every_command():
+    for name in ("train", "compare", "evaluate"):
+        action = next(a for a in _sub(name)._actions if "--device" in a.option_strings)
+        assert "cpu, cuda, cuda:N or auto" in action.help and action.default in (None, "auto"), name
+    helps = [a.help for a in _sub("compare")._actions if a.option_strings and a.dest != "help"]
+    assert len(helps) > 10 and not any(h.startswith("(default") or "''" in h for h in helps)
 
 
 def test_a_bad_choice_is_refused_by_the_parser(capsys):
