@@ -9,7 +9,7 @@ import pytest
 import gpunet as gn
 from gpunet.cli import COMMANDS, build_parser, main
 
-DOCUMENTED = ("train", "evaluate", "info", "launch", "experiment", "summary", "export", "compare")
+DOCUMENTED = ("train", "evaluate", "info", "launch", "experiment", "summary", "export", "compare", "doctor")
 
 
 def _sub(name):

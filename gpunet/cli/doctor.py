@@ -66,10 +66,23 @@ class DoctorConfig:
         return self
 
 
+HELP = {
+    "probe_steps": "optimizer steps of the live probe (0: static checks only)",
+    "log_every": "steps between live checks during the probe", "loss": "cross_entropy, bce or mse",
+    "last_activation": "append relu, sigmoid, softmax or tanh after the logits",
+    "velocity_init": "SGD momentum velocity at the start: zeros or ones",
+    "input_scale": "the loader's pixel scale (1: pixels stay 0-255)",
+    "replicas": "data-parallel replicas on --device", "reduce": "mean or sum (with --replicas > 1)",
+    "json_out": "also write the findings as JSON to this file",
+}
+
+
 def add_arguments(parser) -> None:
+    from .train import HELP as TRAIN_HELP, SHOWN_DEFAULT as TRAIN_SHOWN
     for name in TRAIN_FIELDS:
         field = recipe.FIELDS[name]
-        add_field_flag(parser, name, field.type, None, f"as in gpunet train (default {field.default!r})")
+        shown = TRAIN_SHOWN.get(name, field.default)
+        add_field_flag(parser, name, field.type, None, f"{TRAIN_HELP[name]}, as in gpunet train (default {shown})")
     d = DoctorConfig()
     for f in dataclasses.fields(DoctorConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -77,8 +90,9 @@ def add_arguments(parser) -> None:
             parser.add_argument(flag, nargs="+", action="extend", default=[], metavar="CODE",
                                 help="silence these codes (GN101, symmetric-init or GN101-symmetric-init)")
         else:
-            add_field_flag(parser, f.name, type(getattr(d, f.name)), getattr(d, f.name),
-                           f"(default {getattr(d, f.name)!r})")
+            value = getattr(d, f.name)
+            shown = "none" if value == "" else f"{value:.6g}" if isinstance(value, float) else value
+            add_field_flag(parser, f.name, type(value), value, f"{HELP[f.name]} (default {shown})")
     parser.add_argument("--config", default=None, metavar="FILE.toml", help="a gpunet train config file")
 
 
