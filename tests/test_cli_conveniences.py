@@ -188,3 +188,12 @@ def test_accumulate_from_the_cli(tmp_path):
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-9)
     with pytest.raises(gn.GpunetValueError, match="accumulate expected a value in"):
         recipe.resolve({"accumulate": 65})
+
+
+def test_tensorboard_without_tensorboardx_is_refused_before_any_file(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a))
+    assert main(["train", "--log", "tensorboard", "--out", str(tmp_path)]) == 2
+    assert "pip install tensorboardX" in " ".join(capsys.readouterr().out.split())
+    assert list(tmp_path.iterdir()) == []

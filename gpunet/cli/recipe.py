@@ -6,6 +6,7 @@ Config files are data (TOML/JSON), never evaluated.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -82,6 +83,9 @@ class TrainConfig:
         one_of("TrainConfig", "schedule", self.schedule, tuple(SCHEDULES))
         for name in self.log_list():
             one_of("TrainConfig", "log", name, LOGS)
+        if "tensorboard" in self.log_list() and importlib.util.find_spec("tensorboardX") is None:
+            raise GpunetValueError("TrainConfig: log tensorboard expected tensorboardX installed: pip install "
+                                   "tensorboardX (or, from the gpunet checkout, pip install \".[tensorboard]\")")
         one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
         non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
         models.get(self.model)
