@@ -19,9 +19,9 @@ import importlib as _importlib
 # and a missing optional piece never breaks the import of the rest.
 _SUBMODULES = ("backend", "errors", "nn", "ops", "losses", "optim", "regularizers",
                "data", "models", "parallel", "doctor", "testing", "experiments", "checkpoint", "train",
-               "metrics", "callbacks", "compare", "fileio", "plot")
+               "metrics", "callbacks", "compare", "fileio", "plot", "threads", "interop")
 _LAZY_NAMES = {
-    "Trainer": "train", "History": "train", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "Trainer": "train", "History": "train", "set_threads": "threads", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
 }
 
 

@@ -29,7 +29,9 @@ from .errors import DeviceError, GpunetTypeError, GpunetValueError
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-INSTALL_HINT = 'pip install "gpunet[cuda12]"  (or "gpunet[cuda13]" for CUDA 13 drivers)'
+# gpunet is installed from its checkout, so the hint names CuPy alone (works anywhere) and the extra.
+INSTALL_HINT = ('pip install cupy-cuda12x  (cupy-cuda13x for CUDA 13 drivers), or from the gpunet '
+                'checkout: pip install ".[cuda12]"')
 VALID_DEVICE_FORMS = '"cpu", "cuda", "cuda:N" (N a GPU index), "auto"'
 # NVRTC options for every raw kernel; flush-to-zero matches what the tests assume.
 KERNEL_OPTIONS = ("-std=c++17", "-ftz=true")
@@ -201,7 +203,9 @@ def resolve_dtype(dtype=None) -> np.dtype:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in FLOAT_DTYPES:
+    # `dt is None` first: np.dtype(...) == None compares against float64 and would let
+    # an unknown string such as "fp16" through as float64/float32.
+    if dt is None or dt not in FLOAT_DTYPES:
         raise GpunetValueError(f"dtype: expected float32 or float64, got {dtype!r}")
     return dt
 
@@ -434,6 +438,10 @@ def device(spec="auto") -> Device:
         return dev
     if spec is None:
         spec = "auto"
+    if not isinstance(spec, str) and isinstance(getattr(spec, "type", None), str):
+        # torch.device("cuda:0") and alike: the same spec as a string ("cuda:0", "cpu").
+        index = getattr(spec, "index", None)
+        spec = spec.type if index is None else f"{spec.type}:{index}"
     if not isinstance(spec, str):
         raise GpunetTypeError(f"device: expected a string ({VALID_DEVICE_FORMS}) or a Device, "
                               f"got {type(spec).__name__} {spec!r}")

@@ -1,5 +1,7 @@
 """Training callbacks (Keras's surface): on_train_begin/end, on_epoch_begin/end, on_batch_end,
-and on_before_optimizer_step. RichProgress is the progress bar of `fit(verbose=True)`.
+and on_before_optimizer_step. RichProgress is the progress bar of `fit(verbose=True)` in a
+terminal; PlainProgress prints plain lines instead when stdout is a pipe or a log file.
+CSVLogger and TensorBoardLogger write the epoch records for plotting tools.
 
 `on_before_optimizer_step(step)` fires once per step when the gradients are final (after
 the data-parallel reduction) and the optimizer has not yet applied them: the place to
@@ -11,8 +13,11 @@ only at the trainer's logging points, because reading them is a device sync.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
+import sys
+import time
 from pathlib import Path
 
 from .fileio import atomic_write_bytes
@@ -198,50 +203,187 @@ class History(Callback):
         atomic_write_bytes(path, json.dumps(self.epochs, indent=1).encode())
 
 
+def _hms(seconds) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _RunClock:
+    """The whole run's ETA: seconds per step so far times the steps left in every epoch."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, clock=time.monotonic):
+        self.epochs, self.steps, self.clock = epochs, steps_per_epoch, clock
+        self.t0, self.done = None, 0
+
+    def start(self):
+        self.t0, self.done = self.clock(), 0
+
+    def step(self):
+        self.done += 1
+
+    def eta(self, epoch: int, batch_done: int):
+        """Seconds left after `batch_done` batches of epoch `epoch` (0-based); None before a step."""
+        if not self.done:
+            return None
+        left = (self.epochs - epoch - 1) * self.steps + (self.steps - batch_done)
+        return (self.clock() - self.t0) / self.done * max(left, 0)
+
+
+def epoch_line(epoch: int, epochs: int, logs: dict, eta=None) -> str:
+    """One epoch as a plain line of at most 80 columns (up to 999 epochs)."""
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    for key, label in (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc")):
+        if logs.get(key) is not None:
+            parts.append(f"{label} {logs[key]:.4f}")
+    if eta is not None and epoch + 1 < epochs:
+        parts.append(f"eta {_hms(eta)}")
+    return " ".join(parts)
+
+
+class PlainProgress(Callback):
+    """Plain lines for pipes, CI logs and files: one per epoch, and one every `every_s`
+    seconds inside a long epoch (step, running loss when known, throughput, whole-run ETA).
+    No device sync: it prints what the trainer's logging points already read."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, stream=None, every_s: float = 10.0,
+                 clock=time.monotonic):
+        self.epochs, self.steps, self.every_s, self.clock = epochs, steps_per_epoch, every_s, clock
+        self.stream = stream if stream is not None else sys.stdout
+        self.run = _RunClock(epochs, steps_per_epoch, clock)
+        self.last_line, self.last_loss = None, None
+
+    def _print(self, text):
+        print(text, file=self.stream, flush=True)
+        self.last_line = self.clock()
+
+    def on_train_begin(self, logs=None):
+        self.run.start()
+        self.last_line = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.last_loss = None
+
+    def on_batch_end(self, step, logs=None):
+        logs = logs or {}
+        self.run.step()
+        if "loss" in logs:
+            self.last_loss = logs["loss"]
+        if self.clock() - self.last_line >= self.every_s:
+            batch, epoch = logs.get("batch", 0) + 1, logs.get("epoch", 0)
+            rate = self.run.done / max(self.clock() - self.run.t0, 1e-9)
+            loss = f" loss {self.last_loss:.4f}" if self.last_loss is not None else ""
+            self._print(f"epoch {epoch + 1}/{self.epochs} step {batch}/{self.steps}{loss} "
+                        f"{rate:,.1f} steps/s eta {_hms(self.run.eta(epoch, batch))}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._print(epoch_line(epoch, self.epochs, logs or {}, self.run.eta(epoch, self.steps)))
+
+
 class RichProgress(Callback):
-    """Updates on every step (cheap: no sync); the numbers refresh at the logging points."""
+    """Updates on every step (cheap: no sync); the numbers refresh at the logging points.
+    The bar fits 80 columns; the ETA is the whole run's; each finished epoch leaves a plain line."""
 
     def __init__(self, epochs: int, steps_per_epoch: int, console=None):
         from rich.console import Console  # here: `import gpunet.callbacks` stays light
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         self.epochs, self.steps = epochs, steps_per_epoch
         self.console = console or Console(stderr=True)
         self.progress = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-                                 BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 console=self.console, transient=False)
-        self.task = None
+                                 BarColumn(bar_width=16), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                                 TextColumn("eta {task.fields[eta]}"), console=self.console, transient=False)
+        self.run = _RunClock(epochs, steps_per_epoch)
+        self.task, self.epoch = None, 0
 
     def _stats(self, logs):
         parts = []
-        if "samples_per_s" in logs:
-            parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
         if "loss" in logs:
             parts.append(f"loss {logs['loss']:.4f}")
         if logs.get("accuracy") is not None:
             parts.append(f"acc {logs['accuracy']:.4f}")
-        if "val_accuracy" in logs and logs["val_accuracy"] is not None:
-            parts.append(f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}")
-        parts.append(f"lr {float(self.trainer.optimizer.lr):.3g}")
-        return "  ".join(parts)
+        return " ".join(parts)
 
     def on_train_begin(self, logs=None):
+        self.run.start()
         self.progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1,
-                                           epochs=self.epochs, stats=self._stats({}))
+        self.epoch = epoch
+        self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1, epochs=self.epochs,
+                                           stats=self._stats({}), eta=_hms(self.run.eta(epoch, 0)))
 
     def on_batch_end(self, step, logs=None):
         logs = logs or {}
-        update = {"completed": logs.get("batch", 0) + 1}
+        self.run.step()
+        batch = logs.get("batch", 0) + 1
+        update = {"completed": batch, "eta": _hms(self.run.eta(self.epoch, batch))}
         if "loss" in logs:
             update["stats"] = self._stats(logs)
         self.progress.update(self.task, **update)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.progress.update(self.task, completed=self.steps, stats=self._stats(logs or {}))
+        self.progress.remove_task(self.task)
+        self.progress.console.print(epoch_line(epoch, self.epochs, logs or {}, self.run.eta(epoch, self.steps)),
+                                    highlight=False)
 
     def on_train_end(self, logs=None):
         self.progress.stop()
+
+
+class ClipGradNorm(Callback):
+    """Clip the global gradient norm of the trainer's model to `max_norm` before every step
+    (optim.clip_grad_norm: on the device, no host sync)."""
+
+    def __init__(self, max_norm: float):
+        if not (isinstance(max_norm, (int, float)) and math.isfinite(max_norm) and max_norm > 0):
+            raise GpunetValueError(f"ClipGradNorm: max_norm expected a finite number > 0, got {max_norm!r}")
+        self.max_norm = float(max_norm)
+
+    def on_before_optimizer_step(self, step, logs=None):
+        from .optim import clip_grad_norm
+        clip_grad_norm(self.trainer.model.parameters(), self.max_norm)
+
+
+class CSVLogger(Callback):
+    """One row per epoch (History.FIELDS) in a CSV file, for spreadsheets and pandas."""
+
+    def __init__(self, path, append=False):
+        self.path, self.append = Path(path), append
+
+    def on_train_begin(self, logs=None):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.append and self.path.is_file()):
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(History.FIELDS)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(["" if logs.get(k) is None else logs[k] for k in History.FIELDS])
+
+
+class TensorBoardLogger(Callback):
+    """TensorBoard event files (tensorboardX's writer): epoch scalars under epoch/, the running
+    step loss under step/. `tensorboard --logdir runs/` plots them."""
+
+    def __init__(self, logdir):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise GpunetValueError("TensorBoardLogger: tensorboardX is not installed: pip install tensorboardX "
+                                   "(or, from the gpunet checkout, pip install \".[tensorboard]\")") from None
+        self.writer = SummaryWriter(logdir=str(logdir))
+
+    def on_batch_end(self, step, logs=None):
+        if logs and "loss" in logs:
+            self.writer.add_scalar("step/loss", logs["loss"], step + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k, v in (logs or {}).items():
+            if k != "epoch" and isinstance(v, (int, float)) and v is not None:
+                self.writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()

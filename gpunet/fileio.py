@@ -24,6 +24,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask_mode() -> int:
+    """0o666 less the process umask: the mode open() would give a new file (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a torn one."""
     path = Path(path)
@@ -31,6 +38,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _umask_mode())  # mkstemp makes 0600; a run file follows the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

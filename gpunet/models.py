@@ -72,23 +72,24 @@ def tf_cifar10_cnn(classes: int = 10, batchnorm: bool = False, init: str = "he_n
 
 
 def small_cnn(in_channels: int = 1, classes: int = 10, image_size: int = 28, width: int = 32,
-              hidden: int = 128, bn_before_relu: bool = True) -> nn.Sequential:
+              hidden: int = 128, bn_before_relu: bool = True, init: str = "he_normal") -> nn.Sequential:
     """Two conv3×3-BN-ReLU-maxpool2 blocks (width, 2·width channels), then FC hidden → classes.
 
     `bn_before_relu=False` places BatchNorm after the ReLU (the batchnorm-placement
-    experiment compares the two).
+    experiment compares the two). `init` initialises the convolutions and the hidden
+    Linear; the output Linear stays glorot_uniform.
     """
     if image_size % 4:
         raise GpunetValueError(f"small_cnn: image_size expected a multiple of 4, got {image_size}")
 
     def block(cin, cout):
-        conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False, init="he_normal")
+        conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False, init=init)
         pair = [nn.BatchNorm2d(cout), nn.ReLU()] if bn_before_relu else [nn.ReLU(), nn.BatchNorm2d(cout)]
         return [conv, *pair, nn.MaxPool2d(2)]
 
     side = image_size // 4
     return nn.Sequential(*block(in_channels, width), *block(width, 2 * width), nn.Flatten(),
-                         nn.Linear(2 * width * side * side, hidden, init="he_normal"), nn.ReLU(),
+                         nn.Linear(2 * width * side * side, hidden, init=init), nn.ReLU(),
                          nn.Linear(hidden, classes, init="glorot_uniform"))
 
 

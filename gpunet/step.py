@@ -11,6 +11,7 @@ before_step)`, `broadcast_state()`, `rng_states()`, `set_rng_states(states)`.
 from __future__ import annotations
 
 from . import backend
+from .errors import GpunetValueError
 from .metrics import count_correct
 
 
@@ -26,20 +27,53 @@ def forward_backward(model, loss_fn, x, y, metrics=True):
     return loss, (count_correct(logits, y) if metrics else None)
 
 
+def forward_backward_accumulated(model, loss_fn, x, y, chunks: int, metrics=True):
+    """`forward_backward` of the whole batch in `chunks` micro-batches (gradient accumulation).
+
+    Micro-batch i of n_i rows scales its loss gradient by n_i / N, so Parameter.grad ends as
+    the gradient of the whole batch's mean loss (exactly, up to rounding, for models without
+    batch statistics; BatchNorm sees each micro-batch's own statistics, as in PyTorch).
+    Only activations of N / chunks rows are alive at once.
+    """
+    n, loss, correct = x.shape[0], 0.0, 0
+    bounds = [n * i // chunks for i in range(chunks + 1)]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi == lo:
+            continue
+        logits = model.forward(x[lo:hi])
+        part = loss_fn.forward(logits, y[lo:hi])
+        model.backward(loss_fn.backward() * ((hi - lo) / n), need_input_grad=False)
+        loss = loss + part * ((hi - lo) / n)
+        if metrics:
+            correct = correct + count_correct(logits, y[lo:hi])
+    return loss, (correct if metrics else None)
+
+
 class LocalEngine:
-    """(model, loss, optimizer) on one device."""
+    """(model, loss, optimizer) on one device; `accumulate` K splits each batch into K micro-batches."""
 
     world, comm = 1, None
 
-    def __init__(self, model, loss_fn, optimizer, device="auto"):
+    def __init__(self, model, loss_fn, optimizer, device="auto", accumulate: int = 1):
         self.device = backend.device(device)
         model.to(self.device)
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.optimizers = [optimizer]
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise GpunetValueError(f"LocalEngine: accumulate expected an int >= 1, got {accumulate!r}")
+        if accumulate > 1 and any(getattr(m, "kernel_regularizer", None) or getattr(m, "activity_regularizer", None)
+                                  for m in model.modules()):
+            raise GpunetValueError("LocalEngine: accumulate expected a model without layer regularizers (their "
+                                   "penalty gradient would be added once per micro-batch), got accumulate="
+                                   f"{accumulate} with regularized layers; use the optimizer's weight_decay")
+        self.accumulate = accumulate
 
     def train_step(self, x, y, metrics=True, before_step=None):
         """One optimizer step on batch (x, y): returns (mean loss incl. penalties, correct count)."""
-        loss, correct = forward_backward(self.model, self.loss_fn, x, y, metrics)
+        if self.accumulate > 1:
+            loss, correct = forward_backward_accumulated(self.model, self.loss_fn, x, y, self.accumulate, metrics)
+        else:
+            loss, correct = forward_backward(self.model, self.loss_fn, x, y, metrics)
         if before_step is not None:
             before_step()
         self.optimizer.step()

@@ -17,6 +17,7 @@ the CPU: weights, optimizer and scheduler state, epoch/step, the device RNG, His
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -51,6 +52,9 @@ class Trainer:
     of replicas (Goyal et al. 2017) and `warmup_epochs` ramps it there linearly from
     the unscaled lr, step by step. `comm` overrides the communicator.
 
+    accumulate: K > 1 runs each batch as K micro-batches whose gradients add up to the
+    batch's (gradient accumulation: the same step, a K-th of the activation memory).
+
     doctor: add a `gn.doctor.LiveDoctor` (live checks at logging points; it stops a
     diverged run before a checkpoint of diverged weights is written); `doctor_ignore`
     silences codes. It goes right after History, before the user's callbacks.
@@ -58,7 +62,7 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, device="auto", metrics=("accuracy",), callbacks=(),
                  schedule=None, seed=0, log_every=None, devices=None, reduce="mean", lr_scaling="none",
-                 warmup_epochs=0, comm=None, doctor=True, doctor_ignore=()):
+                 warmup_epochs=0, comm=None, doctor=True, doctor_ignore=(), accumulate=1):
         for m in metrics:
             one_of("Trainer", "metrics", m, METRICS)
         if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
@@ -70,9 +74,12 @@ class Trainer:
             raise GpunetValueError("Trainer: comm expected devices=[...] with it (a communicator joins "
                                    "data-parallel replicas), got a communicator and devices=None")
         if devices is not None:
+            if accumulate != 1:
+                raise GpunetValueError(f"Trainer: accumulate expected 1 with devices=[...] (data parallel does "
+                                       f"not accumulate yet), got {accumulate!r}")
             self.engine = make_engine(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
         else:
-            self.engine = LocalEngine(model, loss, optimizer, device)
+            self.engine = LocalEngine(model, loss, optimizer, device, accumulate=accumulate)
         self.device = self.engine.device
         self.model, self.loss_fn, self.optimizer = model, loss, optimizer
         self.replicas, self.reduce = self.engine.world, reduce
@@ -147,9 +154,10 @@ class Trainer:
         loader = self.loader(train, batch_size)
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
         callbacks = self.callbacks
-        if verbose:
-            from .callbacks import RichProgress
-            callbacks = CallbackList([RichProgress(epochs, len(loader)), *self.callbacks.callbacks])
+        if verbose:  # a bar in a terminal; plain lines in pipes, CI logs and files
+            from .callbacks import PlainProgress, RichProgress
+            bar = RichProgress if sys.stdout.isatty() else PlainProgress
+            callbacks = CallbackList([bar(epochs, len(loader)), *self.callbacks.callbacks])
             callbacks.set_trainer(self)
         self.stop_training = False
         self.lr.share()  # an lr assigned to self.optimizer between fits reaches every replica

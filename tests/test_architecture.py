@@ -6,11 +6,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "gpunet"
 
 FLOORS = {
-    0: ("errors", "checks", "argcheck", "backend", "fileio"),
+    0: ("errors", "checks", "argcheck", "backend", "fileio", "threads"),
     1: ("ops", "metrics", "regularizers", "testing"),
     2: ("nn", "data"),
     3: ("losses", "optim", "models"),
-    4: ("step", "callbacks", "checkpoint", "plot"),
+    4: ("step", "callbacks", "checkpoint", "plot", "interop"),
     5: ("parallel", "doctor"),
     6: ("train",),
     7: ("compare", "experiments", "bench", "cli", "__main__", "gpunet"),  # "gpunet": `import gpunet as gn`

@@ -59,7 +59,7 @@ def test_cuda_without_gpu_names_what_is_missing(monkeypatch, missing, needle):
         msg = str(e.value)
         assert needle in msg and "'cuda'" in msg
         if missing != "device":
-            assert 'pip install "gpunet[cuda12]"' in msg
+            assert "pip install cupy-cuda12x" in msg and 'pip install ".[cuda12]"' in msg
         assert isinstance(e.value, ValueError)
     finally:
         monkeypatch.undo()

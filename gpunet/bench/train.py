@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import backend, losses, models, optim
+from .. import backend, losses, models, optim, threads
 from ..errors import GpunetError
 from . import host, torch_twin
 
@@ -275,6 +275,8 @@ def print_table(report: dict) -> None:
 
 def run(args) -> dict:
     dev = backend.device(args.device)
+    if getattr(args, "threads", None) is not None:  # before environment(): PyTorch gets the same count
+        threads.set_threads(args.threads)
     with_torch = torch_twin.available() and not args.no_torch
     env = environment(dev, with_torch)
     names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
@@ -286,7 +288,8 @@ def run(args) -> dict:
               "torch": with_torch, "load_average_before": host.load_average(),
               "settings": {k: getattr(args, k) for k in ("warmup", "seconds", "rounds", "pool", "seed")},
               "check_steps": args.check_steps, "check_rtol": args.check_rtol, "results": []}
-    for name in names:
+    for i, name in enumerate(names):  # a long benchmark says where it is (stderr: stdout stays the table)
+        print(f"bench train: workload {i + 1}/{len(names)}: {name} ...", file=sys.stderr, flush=True)
         report["results"].append(run_workload(WORKLOADS[name], dev, args, with_torch))
     report["load_average_after"] = host.load_average()
     return report
@@ -308,6 +311,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also run the check in float64 (relative 1e-9): the same formulas, not just close")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="time gpunet only")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="BLAS threads for both sides (0: gpunet train's choice, "
+                        f"{threads.AUTO_THREADS}; default: leave the library's own count)")
     return p
 
 

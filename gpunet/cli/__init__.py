@@ -20,6 +20,8 @@ COMMANDS = {
     "experiment": ("gpunet.cli.experiment", "run an experiment that answers a classic training question"),
     "launch": ("gpunet.cli.launch", "start one process per rank for multi-process data parallel"),
     "info": ("gpunet.cli.info", "report devices, versions and kernel status"),
+    "summary": ("gpunet.cli.summary", "show a zoo model layer by layer: output shapes, parameters, memory"),
+    "export": ("gpunet.cli.export", "write a trained run's model as ONNX and/or safetensors (PyTorch names)"),
 }
 
 
@@ -27,6 +29,8 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the chosen command's module is imported (for its flags)."""
     parser = argparse.ArgumentParser(prog="gpunet", allow_abbrev=False,
                                      description="GPU-accelerated neural-network training (CuPy/NumPy).")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"gpunet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)

@@ -41,7 +41,7 @@ class CompareConfig:
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
-    device: str = "cpu"
+    device: str = "auto"          # as in gpunet train: a GPU when usable, else the CPU
     devices: str = ""             # e.g. "cuda:0,cuda:1": one replica per listed GPU
     seed: int = 0
     dtype: str = "float32"
@@ -52,9 +52,26 @@ class CompareConfig:
     timeout: float = 120.0        # --processes: seconds any collective may wait
 
 
+HELP = {
+    "dataset": "dataset", "model": "zoo model", "hidden": "mlp hidden widths",
+    "replicas": "replica counts to compare, comma-separated", "reduce": "gradient reductions: mean, sum",
+    "keep": "what stays fixed as replicas grow: global batch, replica batch",
+    "lr_scaling": "none or linear (lr × replicas)", "warmup_epochs": "linear lr warmup",
+    "epochs": "epochs per run", "batch_size": "global batch size", "lr": "learning rate",
+    "momentum": "SGD momentum", "device": "cpu, cuda, cuda:N or auto; simulated replicas share it",
+    "devices": "one replica per listed device instead: cuda:0,cuda:1", "seed": "seed of every run",
+    "dtype": "float32 or float64", "train_samples": "training samples used (0: all)",
+    "data_root": "dataset folder", "out": "folder for compare.json and the curves",
+    "processes": "run each N > 1 configuration as N real MPI processes, not N replicas in one",
+    "timeout": "with --processes: seconds any collective may wait before the job stops",
+}
+SHOWN_DEFAULT = {"devices": "none", "data_root": "$GPUNET_DATA, then the cache", "train_samples": "0 (all)"}
+
+
 def add_arguments(parser) -> None:
     for f in dataclasses.fields(CompareConfig):
-        add_field_flag(parser, f.name, f.type, f.default, f"(default {f.default!r})")
+        shown = SHOWN_DEFAULT.get(f.name, f.default)
+        add_field_flag(parser, f.name, f.type, f.default, f"{HELP[f.name]} (default {shown})")
 
 
 def _csv(text, kind=str):

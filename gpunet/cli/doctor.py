@@ -49,7 +49,7 @@ class DoctorConfig:
     input_scale: float = 1 / 255     # the loader's pixel scale (1: pixels stay 0-255)
     replicas: int = 1                # data-parallel replicas on --device
     reduce: str = "mean"             # mean | sum (with --replicas > 1)
-    json: str = ""                   # also write the findings as JSON to this file
+    json_out: str = ""               # also write the findings as JSON to this file (--json is a switch elsewhere)
 
     def validate(self) -> "DoctorConfig":
         checks = [("probe_steps", self.probe_steps >= 0, ">= 0"), ("log_every", self.log_every >= 1, ">= 1"),
@@ -66,10 +66,23 @@ class DoctorConfig:
         return self
 
 
+HELP = {
+    "probe_steps": "optimizer steps of the live probe (0: static checks only)",
+    "log_every": "steps between live checks during the probe", "loss": "cross_entropy, bce or mse",
+    "last_activation": "append relu, sigmoid, softmax or tanh after the logits",
+    "velocity_init": "SGD momentum velocity at the start: zeros or ones",
+    "input_scale": "the loader's pixel scale (1: pixels stay 0-255)",
+    "replicas": "data-parallel replicas on --device", "reduce": "mean or sum (with --replicas > 1)",
+    "json_out": "also write the findings as JSON to this file",
+}
+
+
 def add_arguments(parser) -> None:
+    from .train import HELP as TRAIN_HELP, SHOWN_DEFAULT as TRAIN_SHOWN
     for name in TRAIN_FIELDS:
         field = recipe.FIELDS[name]
-        add_field_flag(parser, name, field.type, None, f"as in gpunet train (default {field.default!r})")
+        shown = TRAIN_SHOWN.get(name, field.default)
+        add_field_flag(parser, name, field.type, None, f"{TRAIN_HELP[name]}, as in gpunet train (default {shown})")
     d = DoctorConfig()
     for f in dataclasses.fields(DoctorConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -77,8 +90,9 @@ def add_arguments(parser) -> None:
             parser.add_argument(flag, nargs="+", action="extend", default=[], metavar="CODE",
                                 help="silence these codes (GN101, symmetric-init or GN101-symmetric-init)")
         else:
-            add_field_flag(parser, f.name, type(getattr(d, f.name)), getattr(d, f.name),
-                           f"(default {getattr(d, f.name)!r})")
+            value = getattr(d, f.name)
+            shown = "none" if value == "" else f"{value:.6g}" if isinstance(value, float) else value
+            add_field_flag(parser, f.name, type(value), value, f"{HELP[f.name]} (default {shown})")
     parser.add_argument("--config", default=None, metavar="FILE.toml", help="a gpunet train config file")
 
 
@@ -146,7 +160,7 @@ def diagnose(cfg, dc):
 
 
 def report(console, findings, summary, dc) -> None:
-    """The rich report (and the JSON file with --json)."""
+    """The rich report (and the JSON file with --json-out)."""
     cfg = summary["config"]
     head = f"gpunet doctor: {cfg['model']} on {cfg['dataset']}, probe of {summary['steps']} steps"
     if summary.get("loss"):
@@ -159,9 +173,9 @@ def report(console, findings, summary, dc) -> None:
     verdict = doctor.worst(findings)
     console.print("verdict: " + ("[green]healthy[/]" if not doctor.has_problems(findings)
                                  else f"[bold red]{verdict}s found[/]" if verdict == "error" else "[yellow]warnings found[/]"))
-    if dc.json:
+    if dc.json_out:
         out = {"findings": [f.to_dict() for f in findings], **summary}
-        with open(dc.json, "w") as f:
+        with open(dc.json_out, "w") as f:
             json.dump(out, f, indent=1, default=str)
 
 

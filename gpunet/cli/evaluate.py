@@ -31,10 +31,11 @@ def add_arguments(parser) -> None:
     d = EvaluateConfig()
     parser.add_argument("checkpoint", help="a checkpoint-*.npz written by gpunet train")
     parser.add_argument("--dataset", default=d.dataset, help="dataset name (default: the run's)")
-    parser.add_argument("--split", default=d.split, choices=("train", "test"))
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--data-root", default=d.data_root)
+    parser.add_argument("--split", default=d.split, choices=("train", "test"), help=f"(default {d.split})")
+    parser.add_argument("--device", default=d.device, help=f"cpu, cuda, cuda:N or auto (default {d.device})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"samples per forward pass (default {d.batch_size})")
+    parser.add_argument("--data-root", default=d.data_root, help="dataset folder (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -65,6 +66,9 @@ def run(args) -> int:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
     experiments.show(result, console)
+    out = Path(cfg.out) if cfg.out else Path("runs") / "experiments" / cfg.name  # as experiments.run chose
+    console.print(f"wrote {escape(str(out / 'result.json'))}"
+                  + "".join(f", {escape(str(out / f))}" for f in (result.figures or ())), highlight=False)
     if not cfg.check:
         return 0
     where = experiments.committed_path(cfg.name, cfg.quick, cfg.results or None)

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import backend
+from .. import backend, threads
 
 
 def add_arguments(parser) -> None:
@@ -26,6 +26,8 @@ def collect() -> dict:
         "gpus": list(status.devices),
         "kernels_dir": str(kdir) if kdir else None,
         "kernels": sorted(p.name for p in kdir.glob("*.cu")) if kdir else [],
+        "blas": threads.blas_info(),
+        "train_threads": threads.AUTO_THREADS,
     }
 
 
@@ -44,6 +46,9 @@ def run(args) -> int:
     t.add_row("CuPy", v["cupy"] or "not installed")
     t.add_row("GPU usable", "yes" if info["gpu_available"] else escape(f"no: {info['gpu_reason']}"))
     t.add_row("default device", info["default_device"] + ("" if info["gpu_available"] else " (CPU fallback)"))
+    b = info["blas"]
+    t.add_row("BLAS threads", escape(f"{b['threads']} now ({b['library']}); gpunet train uses "
+                                     f"{info['train_threads']} unless --threads N"))
     t.add_row("kernels", escape(f"{', '.join(info['kernels'])} in {info['kernels_dir']}")
               if info["kernels_dir"] else "not found (GPU kernels unavailable)")
     console.print(t)

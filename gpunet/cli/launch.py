@@ -19,7 +19,7 @@ class LaunchConfig:
 
 def add_arguments(parser) -> None:
     d = LaunchConfig()
-    parser.add_argument("--nproc", type=int, default=d.nproc, help="MPI ranks (processes) to start")
+    parser.add_argument("--nproc", type=int, default=d.nproc, help=f"MPI ranks (processes) to start (default {d.nproc})")
     parser.add_argument("--timeout", type=float, default=d.timeout,
                         help="seconds any collective may wait before the job stops naming the missing rank "
                              "(sets GPUNET_TIMEOUT; default 120)")

@@ -6,6 +6,7 @@ Config files are data (TOML/JSON), never evaluated.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -48,6 +49,13 @@ class TrainConfig:
     reduce: str = "mean"             # data parallel: "mean" or "sum" of the replicas' gradients
     lr_scaling: str = "none"         # "linear": lr × replicas (Goyal et al. 2017)
     warmup_epochs: float = 0.0       # linear warmup to the scaled lr
+    threads: int = 0                 # BLAS threads on the CPU (0: gpunet's choice, gn.threads.AUTO_THREADS)
+    schedule: str = "none"           # per-epoch lr schedule: a name in SCHEDULES
+    early_stopping: int = 0          # stop after this many epochs without a better val_loss (0: never)
+    clip_grad_norm: float = 0.0      # clip the global gradient norm to this (0: no clipping)
+    augment: bool = False            # random crop (and flip for cifar10, fashion-mnist) of training batches
+    log: str = ""                    # extra epoch logs beside metrics.jsonl: "csv", "tensorboard" or both
+    accumulate: int = 1              # run each batch as K micro-batches (gradient accumulation)
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -56,12 +64,28 @@ class TrainConfig:
                   ("weight_decay", finite and self.weight_decay >= 0, ">= 0 and finite"),
                   ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                   ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0")]
+                  ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"), ("threads", self.threads >= 0, ">= 0"),
+                  ("early_stopping", self.early_stopping >= 0, ">= 0"),
+                  ("accumulate", 1 <= self.accumulate <= self.batch_size, "in [1, batch_size]"),
+                  ("clip_grad_norm", math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0,
+                   ">= 0 and finite")]
         for name, ok, want in checks:
             if not ok:
                 raise GpunetValueError(f"TrainConfig: {name} expected a value {want}, got {getattr(self, name)!r}")
         self.hidden_sizes()
+        if self.early_stopping and not self.val_fraction:
+            raise GpunetValueError("TrainConfig: early_stopping expected a validation split to watch "
+                                   f"(--val-fraction > 0), got val_fraction {self.val_fraction}")
+        one_of("TrainConfig", "dtype", self.dtype, DTYPES)
+        one_of("TrainConfig", "optimizer", self.optimizer, tuple(optim.OPTIMIZERS))
+        one_of("TrainConfig", "init", self.init, nn.init.NAMES)
         one_of("TrainConfig", "reduce", self.reduce, REDUCES)
+        one_of("TrainConfig", "schedule", self.schedule, tuple(SCHEDULES))
+        for name in self.log_list():
+            one_of("TrainConfig", "log", name, LOGS)
+        if "tensorboard" in self.log_list() and importlib.util.find_spec("tensorboardX") is None:
+            raise GpunetValueError("TrainConfig: log tensorboard expected tensorboardX installed: pip install "
+                                   "tensorboardX (or, from the gpunet checkout, pip install \".[tensorboard]\")")
         one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
         non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
         models.get(self.model)
@@ -75,6 +99,9 @@ class TrainConfig:
                                    f"got {self.hidden!r}")
         return [int(p) for p in parts]
 
+    def log_list(self) -> list:
+        return [p.strip() for p in self.log.split(",") if p.strip()]
+
     def device_list(self):
         """The data-parallel replicas' devices, or None for one device."""
         devs = [d.strip() for d in self.devices.split(",") if d.strip()]
@@ -82,10 +109,81 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return self.name or f"{self.dataset}-{self.model}"
+        dataset = data.custom.short_name(self.dataset) if data.custom.is_custom(self.dataset) else self.dataset
+        return self.name or f"{dataset}-{self.model}"
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+DTYPES = ("float32", "float64")
+LOGS = ("csv", "tensorboard")
+# --schedule NAME -> the run's per-epoch Schedule (None: constant lr). To offer another schedule,
+# add its name here with a builder from the config (e.g. the epochs it spans).
+SCHEDULES = {
+    "none": lambda cfg: None,
+    "cosine": lambda cfg: optim.Cosine(total=cfg.epochs),                    # base lr -> 0 over the run
+    "step": lambda cfg: optim.StepLR(step_size=max(1, cfg.epochs // 3)),     # ×0.1 at 1/3 and 2/3
+}
+AUGMENT_FLIP = ("cifar10", "fashion-mnist")  # mirror-symmetric classes; digits are not
+
+# Which zoo models and optimizers a setting reaches. A setting the user gives (flag or config
+# file) that does not reach the model or optimizer chosen is refused, never silently ignored.
+MODEL_SETTINGS = {
+    "hidden": ("mlp",),
+    "dropout": ("mlp",),
+    "init": ("mlp", "softmax_regression", "small_cnn", "tf_cifar10_cnn"),
+}
+OPTIMIZER_SETTINGS = {"momentum": ("sgd",)}
+WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is refused
+    "hidden": "its layer widths are fixed by the architecture",
+    "dropout": "it has no Dropout layer",
+    "momentum": "Adam and AdamW use betas (0.9, 0.999) instead; RMSprop is built without momentum",
+}
+PARALLEL_SETTINGS = ("reduce", "lr_scaling")  # data parallel only: with one replica they change nothing
+ONE_REPLICA_SETTINGS = ("clip_grad_norm", "augment", "early_stopping", "accumulate")  # not yet wired into data parallel: refused there
+
+
+def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
+    """Refuse settings in `given` (names the user set) that would not take effect for `cfg`."""
+    for name in sorted(given):
+        flag = "--" + name.replace("_", "-")
+        if name in MODEL_SETTINGS and cfg.model not in MODEL_SETTINGS[name]:
+            raise GpunetValueError(f"{flag} does not apply to --model {cfg.model}: {WHY_NOT[name]} "
+                                   f"(it applies to {', '.join(MODEL_SETTINGS[name])})")
+        if name in OPTIMIZER_SETTINGS and cfg.optimizer not in OPTIMIZER_SETTINGS[name]:
+            raise GpunetValueError(f"{flag} does not apply to --optimizer {cfg.optimizer}: {WHY_NOT[name]} "
+                                   f"(it applies to {', '.join(OPTIMIZER_SETTINGS[name])})")
+        if name in ONE_REPLICA_SETTINGS and replicas > 1 and getattr(cfg, name) != FIELDS[name].default:
+            raise GpunetValueError(f"{flag} applies to single-device runs for now: drop it or train "
+                                   f"without --devices / gpunet launch")
+        if name in PARALLEL_SETTINGS and replicas == 1 and getattr(cfg, name) != FIELDS[name].default:
+            raise GpunetValueError(f"{flag} {getattr(cfg, name)} applies to data parallel only: give "
+                                   f"--devices cpu,cpu (or cuda:0,cuda:1) or start the run with gpunet launch")
+
+
+def schedule(cfg: TrainConfig):
+    """The per-epoch lr Schedule of `--schedule` (None for "none")."""
+    return SCHEDULES[cfg.schedule](cfg)
+
+
+def augmentation(cfg: TrainConfig, sample_shape):
+    """The `--augment` transform for training batches: a random crop of the image size from the
+    image zero-padded by 1/8 of its side, and a random flip where classes are mirror-symmetric."""
+    from ..data import transforms
+    if not cfg.augment:
+        return None
+    side = sample_shape[1]
+    parts = [transforms.RandomCrop(side, padding=max(1, side // 8), seed=cfg.seed)]
+    if not data.custom.is_custom(cfg.dataset) and data.datasets._canonical(cfg.dataset) in AUGMENT_FLIP:
+        parts.append(transforms.RandomFlip(seed=cfg.seed))
+    return transforms.Compose(parts, seed=cfg.seed) if len(parts) > 1 else parts[0]
+
+
+def given_settings(flags: dict, config_file=None) -> set:
+    """The TrainConfig names set by the flags (not None) or by the config file."""
+    names = {k for k, v in flags.items() if v is not None and k in FIELDS}
+    if config_file:
+        names |= set(load_config_file(config_file))
+    return names
 
 
 def load_config_file(path) -> dict:
@@ -143,13 +241,13 @@ def build_model(cfg: TrainConfig, sample_shape, classes: int):
     if cfg.model == "softmax_regression":
         return models.softmax_regression(c * h * w, classes, init=cfg.init)
     if cfg.model == "small_cnn":
-        return models.small_cnn(in_channels=c, classes=classes, image_size=h)
-    return models.tf_cifar10_cnn(classes=classes)
+        return models.small_cnn(in_channels=c, classes=classes, image_size=h, init=cfg.init)
+    return models.tf_cifar10_cnn(classes=classes, init=cfg.init)
 
 
 def build_optimizer(cfg: TrainConfig, params):
     kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer in OPTIMIZER_SETTINGS["momentum"]:
         kw["momentum"] = cfg.momentum
     return optim.get(cfg.optimizer, params, **kw)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from rich.table import Table
 import gpunet as gn
 
 from .. import losses
-from ..callbacks import JSONLLogger, ModelCheckpoint
+from ..callbacks import ClipGradNorm, CSVLogger, EarlyStopping, JSONLLogger, ModelCheckpoint, TensorBoardLogger
 from ..fileio import atomic_write_bytes
 from .flags import add_field_flag
 from ..errors import GpunetError
@@ -28,9 +29,46 @@ from ..plot import write_curves
 from . import recipe
 
 
+HELP = {  # one line per flag; the default is appended as the user would type it
+    "dataset": "built-in set, npz:FILE.npz (arrays x, y) or folder:DIR (one subfolder per class)",
+    "model": "zoo model", "hidden": "mlp hidden widths, comma-separated", "epochs": "epochs in total",
+    "batch_size": "samples per step", "lr": "learning rate", "optimizer": "optimizer",
+    "momentum": "SGD momentum", "weight_decay": "L2 weight decay", "init": "weight initialiser",
+    "dropout": "mlp dropout probability", "dtype": "floating-point type",
+    "device": "cpu, cuda, cuda:N or auto (a GPU when usable)", "seed": "seed of weights, split and shuffles",
+    "val_fraction": "share of the training set held out for validation", "out": "folder of run folders",
+    "name": "run folder name", "resume": "continue OUT/NAME from its last checkpoint",
+    "checkpoint_every": "also checkpoint every K steps (0: at epoch ends only)",
+    "data_root": "dataset folder",
+    "devices": "data parallel in this process, one replica per device: cpu,cpu or cuda:0,cuda:1",
+    "reduce": "data parallel: combine replica gradients by mean or sum",
+    "lr_scaling": "data parallel: linear multiplies lr by the replicas", "warmup_epochs": "linear lr warmup",
+    "threads": "BLAS threads on the CPU (0: gpunet's choice, 1)", "schedule": "per-epoch lr schedule",
+    "early_stopping": "stop after N epochs without a lower val_loss (0: never)",
+    "clip_grad_norm": "clip the global gradient norm (0: off)",
+    "augment": "random crop (and flip for cifar10, fashion-mnist) of training images",
+    "log": "extra epoch logs beside metrics.jsonl: csv, tensorboard or csv,tensorboard",
+    "accumulate": "run each batch as K micro-batches: same step, 1/K of the activation memory",
+}
+SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache",
+                 "devices": "one device", "log": "none", "threads": "0"}
+
+
+def _choices():
+    from .. import models, nn, optim
+    from ..parallel.engine import REDUCES
+    from ..train import LR_SCALINGS
+    return {"model": tuple(sorted(models.ZOO)), "optimizer": tuple(optim.OPTIMIZERS), "init": tuple(nn.init.NAMES),
+            "dtype": recipe.DTYPES, "schedule": tuple(recipe.SCHEDULES), "reduce": tuple(REDUCES),
+            "lr_scaling": tuple(LR_SCALINGS)}
+
+
 def add_arguments(parser) -> None:
+    choices = _choices()
     for name, field in recipe.FIELDS.items():  # default None: "not given", so config files can fill it
-        add_field_flag(parser, name, field.type, None, f"(default {field.default!r})")
+        shown = SHOWN_DEFAULT.get(name, "off" if field.default is False else field.default)
+        add_field_flag(parser, name, field.type, None, f"{HELP[name]} (default {shown})",
+                       choices=choices.get(name))
     parser.add_argument("--config", default=None, metavar="FILE.toml",
                         help="read settings from a TOML or JSON file; flags override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -54,9 +92,10 @@ def run_dir(cfg) -> Path:
 
 
 def print_config(console, cfg, folder) -> None:
-    t = Table(title=f"gpunet train → {folder}", show_header=False)
+    console.print(f"gpunet train → {escape(str(folder))}", highlight=False)
+    t = Table(show_header=False)
     for k, v in dataclasses.asdict(cfg).items():
-        t.add_row(k, escape(repr(v)))
+        t.add_row(k, escape(repr(cfg.run_name if k == "name" else v)))
     console.print(t)
 
 
@@ -69,11 +108,17 @@ def run(args) -> int:
             cfg = recipe.resolve(flags, args.config, base=saved_config(cfg))
         if args.timeout is not None and not args.timeout > 0:
             raise gn.GpunetValueError(f"--timeout: expected seconds > 0, got {args.timeout!r}")
+        given = recipe.given_settings(flags, args.config)
         return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
-                     ignore=tuple(args.ignore), doctor=not args.no_doctor, timeout=args.timeout)
+                     ignore=tuple(args.ignore), doctor=not args.no_doctor, timeout=args.timeout, given=given)
     except GpunetError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
+        console.print(f"[bold red]error:[/] {escape(cli_advice(str(e)))}")
         return 2
+
+
+def cli_advice(message: str) -> str:
+    """A config error in the words of the command line: "TrainConfig: lr expected ..." -> "--lr expected ..."."""
+    return re.sub(r"\bTrainConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def saved_config(cfg) -> dict:
@@ -85,8 +130,18 @@ def saved_config(cfg) -> dict:
         raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
 
 
-def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, timeout=None) -> int:
+def pick_device(cfg, world: int, local_rank: int):
+    """This process's device. In a multi-process job (world > 1) "cuda" binds cuda:<local rank>
+    before any communicator exists and fails without a GPU, as it does in one process; only
+    "auto" falls back to the CPU. In one process with --devices: replica 0's device."""
+    if world > 1:
+        return mpi.bind_device(cfg.device, local_rank)
+    return gn.device(cfg.device_list()[0] if cfg.device_list() else cfg.device)
+
+
+def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, timeout=None, given=()) -> int:
     rank, world, local_rank = mpi.env_rank()
+    recipe.check_applicable(cfg, given, replicas=max(world, len(cfg.device_list() or ())))
     if world > 1:  # one rank of a multi-process job (gpunet launch, mpiexec, srun)
         return _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank)
     if timeout is not None:
@@ -99,7 +154,7 @@ def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, wo
     """Bind this rank's device before any communicator, join the job, train under the guard:
     a failure anywhere ends every rank with one line naming this rank and the cause."""
     mpi.install_stop_handlers()
-    dev = mpi.bind_device(cfg.device, local_rank)
+    dev = pick_device(cfg, world, local_rank)
     comm, why = mpi.make_process_communicator(dev, timeout=timeout)
     mpi.note_pid(rank)
     if rank != 0:  # rank 0 alone prints progress and writes the run folder
@@ -137,13 +192,14 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
         cfg = dataclasses.replace(cfg, resume=False)
     gn.manual_seed(cfg.seed)
     if dev is None:
-        dev = gn.device(cfg.device_list()[0] if cfg.device_list() else cfg.device)  # replica 0's device
+        dev = pick_device(cfg, 1, 0)
     train_set, val_set, test_set = recipe.datasets(cfg)
     if comm is not None and comm.world_size > min(len(train_set), cfg.batch_size):
         raise gn.DistributedError(f"--nproc: {comm.world_size} ranks, but the global batch is {cfg.batch_size} and "
                                   f"the training set has {len(train_set)} samples: every rank needs at least "
                                   "one sample of each batch; use fewer ranks or a larger --batch-size",
                                   reporter=0, exit_code=2)
+    cfg = dataclasses.replace(cfg, threads=gn.threads.set_threads(cfg.threads))  # config.json shows the count used
     model = recipe.build_model(cfg, recipe.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
     opt = recipe.build_optimizer(cfg, model.parameters())
@@ -151,13 +207,16 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
         return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
     folder.mkdir(parents=True, exist_ok=True)
     print_config(console, cfg, folder)
-    console.print(f"device {dev.name}, {recipe.param_count(model):,} parameters, "
-                  f"{len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
+    console.print(f"device {dev.name}, {cfg.threads} BLAS thread{'s' if cfg.threads > 1 else ''}, "
+                  f"{recipe.param_count(model):,} parameters")
+    console.print(f"data: {len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     loss = losses.SoftmaxCrossEntropy()
-    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed,
-                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt],
+    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed, schedule=recipe.schedule(cfg),
+                         accumulate=1 if (comm or cfg.device_list()) else cfg.accumulate,
+                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt,
+                                    *extra_callbacks(cfg, folder)],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
                          lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs,
                          doctor=doctor, doctor_ignore=ignore)
@@ -177,12 +236,24 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
         if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
             console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
             trainer.set_lr(cfg.lr)
+    if trainer.epoch >= cfg.epochs:
+        console.print(f"--resume: {folder} is finished ({trainer.epoch} of {cfg.epochs} epochs); "
+                      f"to train longer, give --epochs N with N > {trainer.epoch}")
+        return 0
+    transform = recipe.augmentation(cfg, recipe.sample_shape(train_set))
+    fit_data = train_set if transform is None else gn.data.DataLoader(
+        train_set, cfg.batch_size, shuffle=True, device=dev, seed=cfg.seed, dtype=model.dtype, transform=transform)
     try:
-        history = trainer.fit(train_set, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
+        history = trainer.fit(fit_data, cfg.epochs, cfg.batch_size, val=val_set, verbose=not quiet)
     except mpi.JobStopped as stop:  # every rank agreed to stop at this step: keep it
         global _stop_checkpoint
         stop.step = trainer.global_step
         _stop_checkpoint = trainer.save(ckpt.last_path, best=ckpt.best)
+        raise
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted at epoch {trainer.epoch + 1}, step {trainer.global_step}. "
+                      f"Continue from {last} with:\n  gpunet train --out {escape(cfg.out)} "
+                      f"--name {escape(cfg.run_name)} --resume", highlight=False)
         raise
     test = trainer.evaluate(test_set)
     with open(folder / "metrics.jsonl", "a") as f:
@@ -192,10 +263,25 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
     return 0
 
 
+def extra_callbacks(cfg, folder) -> list:
+    """Callbacks for --early-stopping, --clip-grad-norm and --log."""
+    out = []
+    if cfg.early_stopping:
+        out.append(EarlyStopping("val_loss", patience=cfg.early_stopping))
+    if cfg.clip_grad_norm:
+        out.append(ClipGradNorm(cfg.clip_grad_norm))
+    logs = cfg.log_list()
+    if "csv" in logs:
+        out.append(CSVLogger(folder / "metrics.csv", append=cfg.resume))
+    if "tensorboard" in logs:
+        out.append(TensorBoardLogger(folder / "tensorboard"))
+    return out
+
+
 def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) -> int:
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
-                         devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
+                         schedule=recipe.schedule(cfg), devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
                          warmup_epochs=cfg.warmup_epochs,
                          doctor=False)  # rank 0 reports; ProcessSync spreads its stop to every rank
     trainer.config = dataclasses.asdict(cfg)
@@ -211,7 +297,7 @@ def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) 
 
 def summary(console, history, test, folder, curves) -> None:
     t = Table(title="epochs")
-    for col in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples/s"):
+    for col in ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "seconds", "samples/s"):  # 80 columns
         t.add_column(col, justify="right")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for e in history.epochs:

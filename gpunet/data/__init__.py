@@ -16,3 +16,4 @@ from .transforms import (BatchRandom, CenterCrop, Compose, Normalize, RandomCrop
                          RandomFlip, Transform, channel_stats, one_hot, random_split,
                          scale_to_unit)
 from . import transforms  # noqa: F401
+from . import custom  # noqa: F401

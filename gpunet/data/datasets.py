@@ -88,9 +88,13 @@ def load(name: str, split: str = "train", root=None, download: bool = True) -> D
     files are nowhere on disk (checksummed before they are kept). "digits" ships inside
     the package and ignores both.
     """
-    key = _canonical(name)
     if split not in SPLITS:
         raise GpunetValueError(f"split: expected 'train' or 'test', got {split!r}")
+    from . import custom
+    if custom.is_custom(name):  # npz:FILE.npz or folder:DIR (see custom.py)
+        x, y, classes = custom.load(name, split)
+        return Dataset(x, y, classes, name=name, split=split)
+    key = _canonical(name)
     if key == "digits":
         from .digits import load_digits
         x, y, classes = load_digits(split)

@@ -54,6 +54,13 @@ class Parameter:
     def __repr__(self):
         return f"Parameter({self.name or '?'}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
+    # DLPack: torch.from_dlpack(p) / jax.dlpack.from_dlpack(p) share p.data without a copy.
+    def __dlpack__(self, *args, **kwargs):
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
 
 class Module:
     """Base class of layers and containers.

@@ -1,0 +1,82 @@
+"""The CLI explains itself: --version, a help line for every flag, choices listed, defaults
+shown as typed; errors give CLI advice."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import gpunet as gn
+from gpunet.cli import COMMANDS, build_parser, main
+
+DOCUMENTED = ("train", "evaluate", "info", "launch", "experiment", "summary", "export", "compare", "doctor")
+
+
+def _sub(name):
+    parser = build_parser(name)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"gpunet {gn.__version__}"
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_every_flag_has_a_help_line(name):
+    missing = [a.option_strings for a in _sub(name)._actions
+               if a.option_strings and a.help in (None, "", argparse.SUPPRESS)]
+    assert missing == []
+
+
+def test_train_help_lists_choices_and_typed_defaults():
+    helps = {a.dest: a.help for a in _sub("train")._actions}
+    assert "one of: mlp, small_cnn, softmax_regression, tf_cifar10_cnn" in helps["model"]
+    assert "one of: sgd, adagrad, rmsprop, adam, adamw, nadam, radam" in helps["optimizer"]
+    assert "one of: float32, float64" in helps["dtype"] and "he_normal" in helps["init"]
+    assert "(default <dataset>-<model>)" in helps["name"]
+    assert "(default 256,128)" in helps["hidden"] and "''" not in " ".join(h or "" for h in helps.values())
+
+
+def test_device_means_the_same_in_every_command():
+    for name in ("train", "compare", "evaluate"):
+        action = next(a for a in _sub(name)._actions if "--device" in a.option_strings)
+        assert "cpu, cuda, cuda:N or auto" in action.help and action.default in (None, "auto"), name
+    helps = [a.help for a in _sub("compare")._actions if a.option_strings and a.dest != "help"]
+    assert len(helps) > 10 and not any(h.startswith("(default") or "''" in h for h in helps)
+
+
+def test_a_bad_choice_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--optimizer", "lamb"])
+    assert e.value.code == 2 and "invalid choice: 'lamb'" in capsys.readouterr().err
+
+
+def test_command_list_is_complete():
+    assert set(DOCUMENTED) <= set(COMMANDS)
+
+
+def test_config_errors_name_the_flag(tmp_path, capsys):
+    assert main(["train", "--lr", "-1", "--out", str(tmp_path)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "error: --lr expected a value > 0 and finite, got -1.0" in out and "TrainConfig" not in out
+    assert main(["train", "--val-fraction", "0", "--early-stopping", "2", "--out", str(tmp_path)]) == 2
+    assert "--early-stopping expected a validation split" in " ".join(capsys.readouterr().out.split())
+
+
+def test_experiment_says_where_it_wrote(tmp_path, capsys):
+    assert main(["experiment", "zero-init-softmax", "--quick", "--out", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"wrote {tmp_path / 'result.json'}" in out
+    assert (tmp_path / "result.json").is_file()
+
+
+def test_json_is_a_switch_in_every_command():
+    for name in COMMANDS:
+        for a in _sub(name)._actions:
+            if "--json" in a.option_strings:
+                assert isinstance(a, argparse._StoreTrueAction), name
+            if "--json-out" in a.option_strings:
+                assert a.nargs is None and not isinstance(a, argparse._StoreTrueAction), name
