@@ -136,7 +136,7 @@ OPTIMIZER_SETTINGS = {"momentum": ("sgd",)}
 WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is refused
     "hidden": "its layer widths are fixed by the architecture",
     "dropout": "it has no Dropout layer",
-    "momentum": "Adam and AdamW use betas (0.9, 0.999) instead; RMSprop is built without momentum",
+    "momentum": "Adam, AdamW, NAdam and RAdam use betas (0.9, 0.999) instead; RMSprop and Adagrad are built without momentum",
 }
 PARALLEL_SETTINGS = ("reduce", "lr_scaling")  # data parallel only: with one replica they change nothing
 ONE_REPLICA_SETTINGS = ("clip_grad_norm", "augment", "early_stopping", "accumulate")  # not yet wired into data parallel: refused there
