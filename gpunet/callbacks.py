@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import append_bytes, atomic_write_bytes
 from .errors import GpunetValueError
 
 
@@ -146,13 +146,11 @@ class JSONLLogger(Callback):
         self.append = append
 
     def on_train_begin(self, logs=None):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.append:
-            self.path.write_text("")
+            atomic_write_bytes(self.path, b"")
 
     def _write(self, record):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_bytes(self.path, (json.dumps(record) + "\n").encode())
 
     def on_batch_end(self, step, logs=None):
         if logs and "loss" in logs:

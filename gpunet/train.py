@@ -20,7 +20,7 @@ from . import backend, ops
 from .callbacks import CallbackList, History, LRScheduleCallback
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
-from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
+from .errors import CheckpointError, GpunetTypeError, GpunetValueError, NonFiniteError
 from .metrics import count_correct
 from .step import forward_backward
 
@@ -116,8 +116,11 @@ class Trainer:
     # ------------------------------------------------------------- fit
     def fit(self, train, epochs, batch_size=128, val=None, verbose=False) -> History:
         """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
-        if not isinstance(epochs, int) or epochs < 1:
-            raise GpunetValueError(f"epochs: expected a positive int, got {epochs!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise GpunetValueError(f"epochs: expected a positive int, got {epochs!r} ({type(epochs).__name__})")
+        if isinstance(batch_size, bool):  # other bad values: the DataLoader's check
+            raise GpunetValueError(f"batch_size: expected an int >= 1, got {batch_size!r} (bool)")
+        epochs = int(epochs)
         if self.engine is not None and (not isinstance(batch_size, int) or batch_size % self.replicas):
             raise GpunetValueError(f"batch_size: expected a global batch divisible by the {self.replicas} "
                                    f"replicas (equal shards), got {batch_size!r}")
@@ -266,9 +269,45 @@ class Trainer:
                 "replica_rng": self.engine.rng_states() if self.engine else None, **extra}
         return save_checkpoint(path, self.model, self.optimizer, **meta)
 
+    def _check_meta(self, meta) -> None:
+        """The schema of a checkpoint's meta, checked before anything is assigned (so a
+        resume that fails here changes nothing)."""
+        problems = []
+
+        def count(key, required=True):
+            v = meta.get(key)
+            if v is None and not required:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                problems.append(f"{key}: expected a non-negative int, got {v!r:.60}")
+
+        count("epoch"), count("global_step"), count("seed", False), count("batch_in_epoch", False)
+        history = meta.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+            problems.append(f"history: expected a list of epoch records, got {history!r:.60}")
+        acc = meta.get("accumulators")
+        if meta.get("batch_in_epoch") and not (
+                isinstance(acc, list) and len(acc) == 3 and all(isinstance(v, (int, float)) and
+                                                                not isinstance(v, bool) for v in acc)
+                and isinstance(acc[1], int) and isinstance(acc[2], int)):
+            problems.append(f"accumulators: expected [loss_sum, correct, seen] for a mid-epoch checkpoint, "
+                            f"got {acc!r:.60}")
+        for key, kind in (("scheduler", dict), ("rng", dict), ("replica_rng", list), ("config", dict)):
+            if meta.get(key) is not None and not isinstance(meta[key], kind):
+                problems.append(f"{key}: expected a JSON {'object' if kind is dict else 'list'} or null, "
+                                f"got {type(meta[key]).__name__}")
+        rng = meta.get("rng")
+        if isinstance(rng, dict) and "state" in rng and not self.device.is_gpu:
+            try:  # a throwaway generator: the real one changes only after every check passed
+                np.random.Generator(np.random.PCG64()).bit_generator.state = rng["state"]
+            except (TypeError, ValueError, KeyError) as e:
+                problems.append(f"rng: expected a PCG64 state, got an unusable one ({type(e).__name__}: {e})")
+        if problems:
+            raise CheckpointError("meta: " + "; ".join(problems))
+
     def resume(self, path) -> dict:
         """Restore a checkpoint written by `save`; the next `fit` continues where it stopped."""
-        meta = load_checkpoint(path, self.model, self.optimizer)
+        meta = load_checkpoint(path, self.model, self.optimizer, check_meta=self._check_meta)
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
         self.seed = int(meta.get("seed", self.seed))  # the data order comes from the run's seed
         self.history.epochs = list(meta.get("history", []))

@@ -197,11 +197,25 @@ class Module:
 
     def load_state_dict(self, state, strict: bool = True) -> None:
         """Copy arrays into this module. Validates everything first: on error nothing changes."""
+        self.assign_state(self.check_state_dict(state, strict))
+
+    def _state_targets(self):
         targets = OrderedDict()  # key -> (owning module, attribute name, is_param)
         for mod_name, mod in self.named_modules():
             for attr in list(mod._params) + list(mod._buffers):
                 key = f"{mod_name}.{attr}" if mod_name else attr
                 targets.setdefault(key, (mod, attr, attr in mod._params))
+        return targets
+
+    def check_state_dict(self, state, strict: bool = True) -> list:
+        """Validate `state` against this module without changing anything; returns the
+        staged host arrays for `assign_state`. Checked: keys, shapes, dtype kinds (no int,
+        complex, bool or string array into a float parameter), finiteness, and that a cast
+        to the parameter's dtype (float64 -> float32) does not overflow to Inf."""
+        if not isinstance(state, dict):
+            raise CheckpointError(f"load_state_dict into {type(self).__name__}: expected a dict of arrays, "
+                                  f"got {type(state).__name__}")
+        targets = self._state_targets()
         problems = []
         if strict:
             missing = [k for k in targets if k not in state]
@@ -210,22 +224,30 @@ class Module:
                 problems.append(f"missing keys {missing}")
             if unexpected:
                 problems.append(f"unexpected keys {unexpected}")
-        for key, (mod, attr, is_param) in targets.items():
-            current = getattr(mod, attr)
-            current = current.data if is_param else current
-            if key in state and current is not None and tuple(np.shape(state[key])) != tuple(current.shape):
-                problems.append(f"{key}: expected shape {tuple(current.shape)}, got {tuple(np.shape(state[key]))}")
-        if problems:
-            raise CheckpointError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        staged = []
         for key, (mod, attr, is_param) in targets.items():
             if key not in state:
                 continue
             current = getattr(mod, attr)
-            if is_param:
-                current.data = mod.device.asarray(state[key], dtype=current.data.dtype).copy()
+            current = current.data if is_param else current
+            problem, value = _stage(key, state[key], current)
+            if problem:
+                problems.append(problem)
             else:
-                dt = current.dtype if current is not None else None
-                setattr(mod, attr, mod.device.asarray(state[key], dtype=dt).copy())
+                staged.append((mod, attr, is_param, value))
+        if problems:
+            raise CheckpointError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        return staged
+
+    @staticmethod
+    def assign_state(staged) -> None:
+        """Assign what `check_state_dict` staged: every array is moved first, then assigned."""
+        moved = [(mod, attr, is_param, mod.device.asarray(v).copy()) for mod, attr, is_param, v in staged]
+        for mod, attr, is_param, value in moved:
+            if is_param:
+                getattr(mod, attr).data = value
+            else:
+                setattr(mod, attr, value)
 
     # -- printing
     def extra_repr(self) -> str:
@@ -240,6 +262,38 @@ class Module:
             body = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
+
+
+def _stage(key, value, current):
+    """(problem or None, host array of the target's dtype) for one state-dict entry."""
+    try:
+        arr = backend.to_numpy(value) if backend.is_cupy_array(value) else np.asarray(value)
+    except Exception as e:  # a ragged list, an object that is not array-like
+        return f"{key}: expected an array, got {type(value).__name__} ({e})", None
+    if current is None:
+        return None, arr.copy()
+    want = tuple(current.shape)
+    if tuple(arr.shape) != want:
+        return f"{key}: expected shape {want}, got {tuple(arr.shape)}", None
+    dt = np.dtype(current.dtype)
+    kinds = {"f": "f", "i": "iu", "u": "iu", "b": "b", "c": "c"}.get(dt.kind, dt.kind)
+    if arr.dtype.kind not in kinds:
+        return f"{key}: expected a {dt} array, got dtype {arr.dtype} (not converted)", None
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            return f"{key}: expected finite values, got NaN/Inf", None
+        with np.errstate(over="ignore"):
+            cast = arr.astype(dt)
+        if not np.isfinite(cast).all():
+            return (f"{key}: values up to {float(np.abs(arr).max()):.3g} overflow {dt} "
+                    f"(max {float(np.finfo(dt).max):.3g}) when cast from {arr.dtype}"), None
+        return None, cast
+    if arr.dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dt)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            return f"{key}: values in [{lo}, {hi}] do not fit {dt}", None
+    return None, arr.astype(dt)
 
 
 class Sequential(Module):

@@ -166,8 +166,12 @@ class Optimizer:
             problems.append(f"step: expected a non-negative int, got {step!r}")
         shapes = [list(p.shape) for p in self.params]
         got_shapes = d.get("param_shapes", shapes)
-        if [list(s) for s in got_shapes] != shapes:
-            problems.append(f"param_shapes: expected {shapes}, got {[list(s) for s in got_shapes]}")
+        try:
+            got_shapes = [list(s) for s in got_shapes]
+        except TypeError:
+            pass
+        if got_shapes != shapes:
+            problems.append(f"param_shapes: expected {shapes}, got {got_shapes!r:.200}")
         if not problems:
             problems += self._check_buffers(hyper, int(step), d["buffers"])
         if problems:
@@ -186,9 +190,10 @@ class Optimizer:
         if unexpected:
             problems.append(f"unexpected buffers {unexpected}")
         for key in sorted(expected & set(buffers)):
-            want = tuple(self.params[int(key.split('.')[0])].shape)
-            if tuple(np.shape(buffers[key])) != want:
-                problems.append(f"buffer {key}: expected shape {want}, got {tuple(np.shape(buffers[key]))}")
+            p = self.params[int(key.split('.')[0])]
+            problem = _check_buffer(key, buffers[key], tuple(p.shape), np.dtype(p.dtype))
+            if problem:
+                problems.append(problem)
         return problems
 
     def load_state_dict(self, d: dict) -> None:
@@ -207,6 +212,21 @@ class Optimizer:
 
     def __repr__(self):
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyper().items()) + ")"
+
+
+def _check_buffer(key, value, want, dt):
+    """A problem with one saved buffer (shape, dtype kind, finiteness, cast overflow), or None."""
+    if tuple(np.shape(value)) != want:
+        return f"buffer {key}: expected shape {want}, got {tuple(np.shape(value))}"
+    arr = backend.to_numpy(value) if backend.is_cupy_array(value) else np.asarray(value)
+    if arr.dtype.kind != "f":
+        return f"buffer {key}: expected a floating array ({dt}), got dtype {arr.dtype}"
+    if not np.isfinite(arr).all():
+        return f"buffer {key}: expected finite values, got NaN/Inf"
+    with np.errstate(over="ignore"):
+        if not np.isfinite(arr.astype(dt)).all():
+            return f"buffer {key}: values overflow {dt} when cast from {arr.dtype}"
+    return None
 
 
 # ---------------------------------------------------------------- gradient clipping
