@@ -212,7 +212,10 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
 
 
 def open_tar(archive) -> tarfile.TarFile:
-    """Open a tar (any compression) and check every member before anything is read."""
+    """Open a tar (any compression) and check every member before anything is read.
+    A gzipped tar's CRC-32 is checked first (tarfile alone stops at the tar's end marker)."""
+    from .gz import verify_gzip
+    verify_gzip(archive)
     try:
         tar = tarfile.open(archive, "r:*")
         members = tar.getmembers()

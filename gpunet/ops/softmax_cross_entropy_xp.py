@@ -64,8 +64,8 @@ def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction=
     if logits.ndim != 2:
         raise ShapeError(f"{name}: expected logits of shape (N, C), got {tuple(logits.shape)}")
     N, C = logits.shape
-    if C < 1 or N >= 2**31 or C >= 2**31:
-        raise ShapeError(f"{name}: expected logits (N, C) with 1 <= C < 2^31 and N < 2^31, got {(N, C)}")
+    if N < 1 or C < 1 or N >= 2**31 or C >= 2**31:
+        raise ShapeError(f"{name}: expected logits (N, C) with 1 <= N < 2^31 and 1 <= C < 2^31, got {(N, C)}")
     check_contiguous(name, "logits", logits)
     soft = _check_target(name, logits, target)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
