@@ -72,8 +72,9 @@ class SoftmaxCrossEntropy(Loss):
             if not (hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim")):
                 raise GpunetTypeError(f"{name}: expected {arg} to be a NumPy/CuPy array, got {_describe(a)}")
         shapes = f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
-        if logits.ndim == 2 and logits.shape[0] == 0:
-            raise ShapeError(f"{name}: expected at least one row of logits (N >= 1), {shapes}")
+        if logits.ndim == 2 and logits.shape[0] == 0 and self.reduction == "mean":
+            raise ShapeError(f"{name}: expected at least one row of logits (N >= 1) for reduction='mean', "
+                             f"{shapes}")
         if logits.ndim != 2 or target.ndim not in (1, 2):
             raise ShapeError(f"{name}: expected logits (N, C) and target (N,) class labels or (N, C) soft "
                              f"targets, {shapes}")

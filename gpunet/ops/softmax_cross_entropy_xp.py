@@ -64,8 +64,8 @@ def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction=
     if logits.ndim != 2:
         raise ShapeError(f"{name}: expected logits of shape (N, C), got {tuple(logits.shape)}")
     N, C = logits.shape
-    if N < 1 or C < 1 or N >= 2**31 or C >= 2**31:
-        raise ShapeError(f"{name}: expected logits (N, C) with 1 <= N < 2^31 and 1 <= C < 2^31, got {(N, C)}")
+    if C < 1 or N >= 2**31 or C >= 2**31:
+        raise ShapeError(f"{name}: expected logits (N, C) with 1 <= C < 2^31 and N < 2^31, got {(N, C)}")
     check_contiguous(name, "logits", logits)
     soft = _check_target(name, logits, target)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
@@ -76,6 +76,8 @@ def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction=
         raise GpunetTypeError(f"{name}: expected ignore_index to be an int or None, got {ignore_index!r}")
     if reduction not in REDUCTIONS:
         raise GpunetValueError(f"{name}: expected reduction in {REDUCTIONS}, got {reduction!r}")
+    if N == 0 and reduction == "mean":  # 0/0: a NaN loss; "sum" and "none" are defined
+        raise ShapeError(f"{name}: expected at least one row for reduction='mean', got logits of shape {(N, C)}")
     if check_labels not in CHECK_MODES:
         raise GpunetValueError(f"{name}: expected check_labels in {CHECK_MODES}, got {check_labels!r}")
     if out is not None:
