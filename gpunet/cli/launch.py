@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from ..errors import GpunetError
+from ..errors import GpunetError, GpunetValueError
 from ..parallel.launch import launch
 
 
@@ -31,12 +31,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("rank_command", nargs="*", metavar="COMMAND", help="the command for every rank, after --")
 
 
+def check_config(cfg: LaunchConfig, command) -> None:
+    """Refuse flags the launcher cannot use, before any process starts."""
+    import math
+    checks = [("port", 1 <= cfg.port <= 65535, "in 1-65535"), ("nproc", cfg.nproc >= 1, ">= 1"),
+              ("nnodes", cfg.nnodes >= 1, ">= 1"), ("node-rank", 0 <= cfg.node_rank < max(cfg.nnodes, 1),
+                                                     f"in [0, {cfg.nnodes})"),
+              ("timeout", math.isfinite(cfg.timeout) and cfg.timeout >= 0, ">= 0 (0: no limit)"),
+              ("grace", math.isfinite(cfg.grace) and cfg.grace >= 0, ">= 0")]
+    for flag, ok, want in checks:
+        if not ok:
+            raise GpunetValueError(f"--{flag}: expected a value {want}, got {getattr(cfg, flag.replace('-', '_'))!r}")
+
+
 def run(args) -> int:
     cfg = LaunchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LaunchConfig)})
     command = list(args.rank_command)
     if command[:1] == ["--"]:
         command = command[1:]
     try:
+        check_config(cfg, command)
         return launch(command, cfg.nproc, cfg.nnodes, cfg.node_rank, cfg.host, cfg.port,
                       timeout=cfg.timeout or None, grace=cfg.grace,
                       log=lambda m: print(m, file=sys.stderr))
