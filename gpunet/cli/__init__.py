@@ -58,7 +58,10 @@ def set_run_folder(folder) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(chosen)
+    try:
+        parser = build_parser(chosen)  # imports the chosen command (its dependencies may be missing)
+    except Exception as e:
+        return report_unexpected(e, debug="--debug" in argv)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

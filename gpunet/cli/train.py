@@ -63,13 +63,21 @@ def run_dir(cfg) -> Path:
 def make_run_dir(cfg) -> Path:
     """Create a fresh run's folder atomically: two runs started at once get two folders."""
     base = Path(cfg.out) / cfg.run_name
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out}: expected a folder for the runs, got an existing file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(describe_os_error(e, "--out: cannot create the folder", out), e.errno) from e
     path, i = base, 2
     while True:
         try:
-            base.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
+            if i > 100000:
+                raise RunFolderError(f"cannot create a run folder next to {base}: {base}-2 ... {path} all exist") from None
             path, i = Path(f"{base}-{i}"), i + 1
         except OSError as e:
             raise RunFolderError(describe_os_error(e, "cannot create the run folder", path), e.errno) from e
