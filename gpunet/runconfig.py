@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from . import data, models, nn, optim
+from . import backend, data, models, nn, optim
 from .errors import GpunetValueError
 
 try:
@@ -66,6 +66,7 @@ class TrainConfig:
         if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
             raise GpunetValueError(f"warmup_epochs: expected a finite value >= 0, got {self.warmup_epochs!r}")
         models.get(self.model)
+        backend.resolve_dtype(self.dtype)
         check_run_name(self.name)
         return self
 

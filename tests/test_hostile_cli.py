@@ -22,7 +22,6 @@ import pytest
 import gpunet
 from gpunet import checkpoint
 from gpunet.cli import main
-from gpunet.runlock import lock_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--quiet", "--no-doctor", "--device", "cpu", "--hidden", "16", "--epochs", "1", "--batch-size", "64"]
@@ -124,6 +123,7 @@ def test_file_size_limit_is_an_error_not_a_killed_process(tmp_path):
 # ---------------------------------------------------------------- two runs, one folder
 
 def test_second_run_on_a_locked_folder_refuses_naming_the_holder(cli, trained):
+    from gpunet.runlock import lock_run_folder
     before = files(trained)
     lock = lock_run_folder(trained)  # another run holds it
     try:
@@ -318,3 +318,27 @@ def test_an_os_error_anywhere_is_one_line_with_exit_code_2(cli, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", "/data/mnist")
     monkeypatch.setattr(rc, "datasets", denied)
     refused(*cli("train", *SMALL), "/data/mnist", "Permission denied")
+
+
+@pytest.mark.parametrize("config,needles", [
+    ([1, 2], ["saved run config", "JSON object", "list"]),
+    ({"hidden": 5}, ["saved run config is invalid", "hidden", "expected str"]),
+    ({"dtype": "float16"}, ["saved run config is invalid", "dtype"]),
+])
+def test_evaluate_checks_the_saved_config(cli, trained, config, needles):
+    import json as _json
+    import zipfile
+    path = trained / "checkpoint-last.npz"
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with np.load(path) as z:
+        header = _json.loads(z["__meta__"].tobytes())
+    header["meta"]["config"] = config
+    import io as _io
+    buf = _io.BytesIO()
+    np.save(buf, np.frombuffer(_json.dumps(header).encode(), np.uint8))
+    members["__meta__.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    refused(*cli("evaluate", str(path)), *needles)
