@@ -50,11 +50,12 @@ class Trainer:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise GpunetValueError(f"metrics: expected a subset of {METRICS}, got {list(metrics)}")
-        if log_every is not None and (not isinstance(log_every, int) or log_every < 1):
+        if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
             raise GpunetValueError(f"log_every: expected a positive int or None, got {log_every!r}")
         if lr_scaling not in LR_SCALINGS:
             raise GpunetValueError(f"lr_scaling: expected one of {LR_SCALINGS}, got {lr_scaling!r}")
-        if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
+        if isinstance(warmup_epochs, bool) or not (isinstance(warmup_epochs, (int, float))
+                                                   and math.isfinite(warmup_epochs) and warmup_epochs >= 0):
             raise GpunetValueError(f"warmup_epochs: expected a number >= 0, got {warmup_epochs!r}")
         self.engine = None
         if devices is not None:

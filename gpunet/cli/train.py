@@ -214,7 +214,8 @@ def _train(cfg, console, quiet, lr_given, ignore, doctor, restart, held) -> int:
     atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     if cfg.resume:
         for stale in folder.glob(".checkpoint-*.npz.*.tmp"):  # left by a write that was killed
-            stale.unlink(missing_ok=True)
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
         console.print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.global_step}")
         if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
             console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
