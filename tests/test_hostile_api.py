@@ -296,9 +296,9 @@ def test_cifar_archive_damage_is_a_crc_or_truncation_error_not_a_missing_member(
 
 def test_dataset_labels_of_uint64_are_shown_as_they_are(tmp_path):
     y = np.array([1, 2**64 - 1], dtype=np.uint64)
-    with pytest.raises(gn.DataError, match=r"got 18446744073709551615 \(dtype uint64\) at index 1"):
+    with pytest.raises(gn.DataError, match=r"got 18446744073709551615 at index 1 \(1 bad; dtype uint64\)"):
         gn.data.Dataset(np.zeros((2, 2, 2), np.uint8), y)
-    with pytest.raises(gn.DataError, match=r"got 18446744073709551615 \(dtype uint64\) at index 1"):
+    with pytest.raises(gn.DataError, match=r"got 18446744073709551615 at index 1 \(1 bad; dtype uint64\)"):
         gn.data.Dataset(np.zeros((2, 2, 2), np.uint8), y, classes=["a", "b", "c"])
 
 

@@ -40,9 +40,9 @@ class Dataset:
         hi = len(classes) if classes is not None else np.iinfo(np.int64).max + 1  # labels must fit int64
         bad = np.flatnonzero((y < 0) | (y >= hi))
         if bad.size:  # a bad label here would only surface mid-epoch, after some updates
-            want = f"[0, {len(classes)}) (one per class name)" if classes is not None else "[0, 2^63)"
+            want = f"[0, {len(classes)}) (one per class name)" if classes is not None else ">= 0 (and < 2^63)"
             raise DataError(f"Dataset {name!r}: y expected labels in {want}, got {int(y[bad[0]])} "
-                            f"(dtype {y.dtype}) at index {int(bad[0])} ({bad.size} bad)")
+                            f"at index {int(bad[0])} ({bad.size} bad; dtype {y.dtype})")
         self.x = x
         self.y = y.astype(np.int64, copy=False)
         self.classes = tuple(classes) if classes is not None else \
