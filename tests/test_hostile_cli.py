@@ -206,11 +206,13 @@ def test_a_refused_resume_keeps_config_json(cli, trained):
 
 # ---------------------------------------------------------------- --name and paths
 
-@pytest.mark.parametrize("name", ["..", "../escape", "/tmp/gpunet-escape", "a/b", ".", "x\\y", " pad"])
+@pytest.mark.parametrize("name", ["..", "../escape", "ABSOLUTE", "a/b", ".", "x\\y", " pad"])
 def test_a_name_cannot_leave_out(cli, tmp_path, name):
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    name = str(outside) if name == "ABSOLUTE" else name
     refused(*cli("train", *SMALL, "--name", name), "name", "one folder name inside --out")
     assert list(tmp_path.iterdir()) == []
-    assert not Path("/tmp/gpunet-escape").exists()
+    assert not outside.exists() and not (tmp_path.parent / "escape").exists()
 
 
 # ---------------------------------------------------------------- config files
