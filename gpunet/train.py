@@ -20,7 +20,7 @@ from . import backend, ops
 from .callbacks import CallbackList, History, LRScheduleCallback
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
-from .errors import CheckpointError, GpunetTypeError, GpunetValueError, NonFiniteError
+from .errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
 from .metrics import count_correct
 from .step import forward_backward
 
@@ -127,6 +127,9 @@ class Trainer:
                                    f"replicas (equal shards), got {batch_size!r}")
         loader = self.loader(train, batch_size)
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
+        for name, ds in (("train", train), ("val", val)):
+            if isinstance(ds, Dataset) and len(ds):
+                self._check_fits(name, ds)
         callbacks = self.callbacks
         if verbose:
             from .progress import RichProgress
@@ -146,6 +149,30 @@ class Trainer:
         finally:
             callbacks.on_train_end({"epoch": self.epoch, "global_step": self.global_step})
         return self.history
+
+    def _check_fits(self, name, ds) -> None:
+        """One sample of `ds` through the model and loss in eval mode, and its labels against
+        the model's output width, before any update: a dataset that does not fit the model
+        (sample shape, a label beyond the logits) is refused now, not after some steps or a
+        whole epoch have already changed the weights."""
+        from .losses import SoftmaxCrossEntropy
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x, y = next(iter(self.loader(ds.subset([0]), 1, shuffle=False).iterate(0)))
+            logits = self.model.forward(x)
+            self.loss_fn.forward(logits, y)
+        except GpunetError as e:
+            raise type(e)(f"{name}: the dataset does not fit the model: {e}") from None
+        finally:
+            self.model.train(was_training)
+        if isinstance(self.loss_fn, SoftmaxCrossEntropy) and logits.ndim == 2:
+            ignore = self.loss_fn.ignore_index
+            labels = ds.y if ignore is None else ds.y[ds.y != ignore]
+            if labels.size and int(labels.max()) >= logits.shape[1]:
+                row = int(np.flatnonzero(ds.y == labels.max())[0])
+                raise GpunetValueError(f"{name}: expected class labels in [0, {logits.shape[1]}) (the model's "
+                                       f"outputs), got {int(labels.max())} at index {row}")
 
     def _train_epoch(self, loader, callbacks) -> dict:
         xp, model = self.device.xp, self.model

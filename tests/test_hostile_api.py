@@ -419,3 +419,24 @@ def test_an_unsupported_input_dtype_hint_names_a_call_that_works(dtype):
         model.forward(np.zeros((2, 6), dtype))
     msg = str(e.value)
     assert f"got {dtype}" in msg and "x.astype('float32')" in msg and "model.to" not in msg
+
+
+@pytest.mark.parametrize("which,bad,match", [
+    ("val", lambda: gn.data.Dataset(np.zeros((4, 3, 3), np.uint8), np.arange(4) % 3), r"val: .*does not fit the model"),
+    ("val", lambda: gn.data.Dataset(np.zeros((4, 2, 3), np.uint8), np.array([0, 1, 2, 7])),
+     r"val: expected class labels in \[0, 3\) \(the model's outputs\), got 7 at index 3"),
+    ("train", lambda: gn.data.Dataset(np.zeros((8, 2, 3), np.uint8), np.array([0, 1, 2, 0, 1, 2, 0, 5])),
+     r"train: expected class labels in \[0, 3\) \(the model's outputs\), got 5 at index 7"),
+])
+def test_a_dataset_that_does_not_fit_is_refused_before_the_first_update(which, bad, match):
+    """The bad label sits in the last batch: found mid-run it would come after 3 updates."""
+    model, opt = small()
+    net = nn.Sequential(nn.Flatten(), model)
+    before = state(model, opt)
+    good = gn.data.Dataset(np.zeros((8, 2, 3), np.uint8), np.arange(8) % 3)
+    data = {"train": good, "val": good}
+    data[which] = bad()
+    t = gn.Trainer(net, losses.SoftmaxCrossEntropy(), opt, device="cpu", doctor=False)
+    with pytest.raises(gn.GpunetError, match=match):
+        t.fit(data["train"], epochs=1, batch_size=2, val=data["val"])
+    assert state(model, opt) == before and t.epoch == 0 and t.global_step == 0
