@@ -288,7 +288,8 @@ def load_checkpoint(path, model, optimizer=None, check_meta=None) -> dict:
     if optimizer is not None:
         try:
             optimizer._validate_state(opt_state)
-        except CheckpointError as e:
+        except (CheckpointError, TypeError, ValueError, KeyError, AttributeError) as e:
+            # any malformed value is the checkpoint's fault, reported as such
             raise CheckpointError(f"checkpoint {path}: optimizer state does not fit: {e}") from None
     if check_meta is not None:  # the caller's schema for its meta, checked before anything changes
         try:

@@ -330,6 +330,12 @@ class Trainer:
                 np.random.Generator(np.random.PCG64()).bit_generator.state = rng["state"]
             except (TypeError, ValueError, KeyError) as e:
                 problems.append(f"rng: expected a PCG64 state, got an unusable one ({type(e).__name__}: {e})")
+        sched = meta.get("scheduler")
+        if self.scheduler is not None and isinstance(sched, dict) and hasattr(self.scheduler, "check_state_dict"):
+            try:
+                self.scheduler.check_state_dict(sched)
+            except CheckpointError as e:
+                problems.append(f"scheduler: {e}")
         if problems:
             raise CheckpointError("meta: " + "; ".join(problems))
 

@@ -113,6 +113,25 @@ def test_trainer_resume_checks_the_meta_schema_before_assigning(tmp_path, meta, 
     refused_load(path, match, trainer=True)
 
 
+def test_trainer_resume_with_another_schedule_changes_nothing(tmp_path):
+    from gpunet.optim.schedules import StepLR
+    model, opt = small()
+    t = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device="cpu", doctor=False, schedule=StepLR(2))
+    path = t.save(tmp_path / "c.npz")
+    model2, opt2 = small()
+    opt2.step()
+    before = state(model2, opt2)
+    t2 = gn.Trainer(model2, losses.SoftmaxCrossEntropy(), opt2, device="cpu", doctor=False, schedule=StepLR(5))
+    with pytest.raises(gn.CheckpointError, match=r"scheduler: .*schedule: expected .*'step_size': 5"):
+        t2.resume(path)
+    assert state(model2, opt2) == before and t2.scheduler.t == 0
+
+
+def test_optimizer_step_count_out_of_range_is_refused(tmp_path):
+    path = saved(tmp_path, meta_edit=lambda h: h["optimizer"].update(step=10**30))
+    refused_load(path, r"step: expected an int in \[0, 2\^63\)")
+
+
 @pytest.mark.parametrize("header,match", [
     ([1, 2], r"metadata to be a JSON object, got list"),
     ({"format": "gpunet-checkpoint", "version": 1, "meta": [1]}, r"'meta' to be a JSON object"),

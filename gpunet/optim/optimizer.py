@@ -162,8 +162,8 @@ class Optimizer:
             except GpunetError as e:
                 problems.append(f"hyper: {e}")
         step = d["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            problems.append(f"step: expected a non-negative int, got {step!r}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**63:
+            problems.append(f"step: expected an int in [0, 2^63), got {step!r:.40}")
         shapes = [list(p.shape) for p in self.params]
         got_shapes = d.get("param_shapes", shapes)
         try:

@@ -272,6 +272,12 @@ class Scheduler:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore t and base_lr (and re-apply the lr). The schedule and unit must match."""
+        self.check_state_dict(d)
+        self.t, self.base_lr = int(d["t"]), float(d["base_lr"])
+        self._apply()
+
+    def check_state_dict(self, d: dict) -> None:
+        """Raise CheckpointError unless `d` fits this scheduler; changes nothing."""
         problems = []
         if not isinstance(d, dict) or d.get("type") != "Scheduler":
             raise CheckpointError(f"Scheduler.load_state_dict: expected a Scheduler state dict, got {d!r}")
@@ -283,12 +289,10 @@ class Scheduler:
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
             problems.append(f"t: expected a non-negative int, got {t!r}")
         base = d.get("base_lr")
-        if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base >= 0:
-            problems.append(f"base_lr: expected a non-negative number, got {base!r}")
+        if isinstance(base, bool) or not isinstance(base, numbers.Real) or not (base >= 0 and math.isfinite(base)):
+            problems.append(f"base_lr: expected a finite non-negative number, got {base!r}")
         if problems:
             raise CheckpointError("Scheduler.load_state_dict: " + "; ".join(problems))
-        self.t, self.base_lr = int(t), float(base)
-        self._apply()
 
     def __repr__(self):
         return f"Scheduler({self.schedule!r}, unit={self.unit!r}, t={self.t}, lr={self.lr:g})"
