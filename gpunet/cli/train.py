@@ -153,6 +153,7 @@ def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, res
 
 
 def _train(cfg, console, quiet, lr_given, ignore, doctor, restart, held) -> int:
+    gn.manual_seed(cfg.seed)
     rank, world, local_rank = env_rank()
     if world == 1 and cfg.device_list():  # data parallel in this process: replica 0's device
         dev = gn.device(cfg.device_list()[0])
@@ -166,7 +167,6 @@ def _train(cfg, console, quiet, lr_given, ignore, doctor, restart, held) -> int:
                                      f"none (check --name and --out)")
         held.append(lock_run_folder(folder))  # before anything is read: no other run writes it meanwhile
         set_run_folder(folder)
-    gn.manual_seed(cfg.seed)
     train_set, val_set, test_set = runconfig.datasets(cfg)
     model = runconfig.build_model(cfg, runconfig.sample_shape(train_set), len(train_set.classes))
     model.to(dev, dtype=cfg.dtype)
