@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .fileio import atomic_write_bytes
+from .fileio import append_bytes, atomic_write_bytes
 from .errors import GpunetValueError
 
 
@@ -158,13 +158,11 @@ class JSONLLogger(Callback):
         self.append = append
 
     def on_train_begin(self, logs=None):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.append:
-            self.path.write_text("")
+            atomic_write_bytes(self.path, b"")
 
     def _write(self, record):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_bytes(self.path, (json.dumps(record) + "\n").encode())
 
     def on_batch_end(self, step, logs=None):
         if logs and "loss" in logs:

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
+import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
 from .errors import CheckpointError, NonFiniteError
-from .fileio import atomic_write_bytes
+from .fileio import append_bytes, atomic_write_bytes  # noqa: F401  (re-exported: the old import path)
 
 FORMAT = "gpunet-checkpoint"
 VERSION = 1
@@ -71,57 +75,175 @@ def save_checkpoint(path, model, optimizer=None, *, allow_nonfinite=False, **met
     return path
 
 
-def read_checkpoint(path) -> tuple[dict, dict]:
-    """Read and verify a checkpoint file: returns (header, arrays). Raises CheckpointError."""
+MAX_META_BYTES = 64 << 20       # the JSON record (history of a long run included)
+MAX_MEMBER_BYTES = 1 << 31      # one array when the reader does not know the model
+MAX_MEMBERS = 1 << 16
+_NPY_HEADER_MAX = 1 << 16
+
+
+def read_checkpoint(path, meta_only: bool = False, limits=None) -> tuple[dict, dict]:
+    """Read and verify a checkpoint file: returns (header, arrays). Raises CheckpointError.
+
+    Nothing is decompressed before the archive's directory has been checked: every member
+    must be a plain `.npy` whose declared size is within `limits(name)` bytes (the caller
+    knows its model: see load_checkpoint) or MAX_MEMBER_BYTES, and each array's own header
+    (dtype, shape) must match the member's size exactly before its data is read, so a
+    decompression bomb or a lying header is refused without allocating. Reading each
+    member to its end checks its CRC. `meta_only` reads the __meta__ record alone.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: file not found")
-    arrays, key = {}, None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            for key in z.files:
-                arrays[key] = z[key]  # reading each member checks its CRC
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise CheckpointError(f"checkpoint {path}: expected plain arrays only, got a pickled object in "
-                                  f"member {key!r}; refused (gpunet checkpoints never hold pickles)") from None
-        raise CheckpointError(f"checkpoint {path}: unreadable member {key!r} ({e})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path}: expected a complete .npz archive, got a truncated or "
-                              f"corrupted file ({type(e).__name__}: {e})") from None
-    if "__meta__" not in arrays:
-        raise CheckpointError(f"checkpoint {path}: no __meta__ record; not a gpunet checkpoint")
+        st = os.stat(path)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path}: file not found ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"checkpoint {path}: expected a regular file, got "
+                              f"{'a folder' if stat.S_ISDIR(st.st_mode) else 'a FIFO, device or socket'}")
     try:
-        header = json.loads(arrays.pop("__meta__").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path}: corrupted metadata ({e})") from None
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path}: expected format {FORMAT} v{VERSION}, "
-                              f"got {header.get('format')!r} v{header.get('version')!r}")
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[:2] == b"PK":
+            raise CheckpointError(f"checkpoint {path}: expected a complete .npz archive, got a truncated or "
+                                  f"corrupted file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"checkpoint {path}: expected a .npz (zip) archive, got a file that is not "
+                              f"one (it starts with {head!r})") from None
+    with zf:
+        infos = _check_directory(zf, path, limits)
+        header = _read_meta(zf, infos.pop("__meta__", None), path)
+        arrays = {} if meta_only else {name: _read_npy(zf, info, path, name) for name, info in infos.items()}
     return header, arrays
 
 
-def load_checkpoint(path, model, optimizer=None) -> dict:
+def _check_directory(zf, path, limits) -> dict:
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise CheckpointError(f"checkpoint {path}: expected at most {MAX_MEMBERS} members, got {len(infos)}")
+    out = {}
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.is_dir():
+            raise CheckpointError(f"checkpoint {path}: expected only .npy members, got {info.filename!r}")
+        name = info.filename[:-4]
+        if name in out:
+            raise CheckpointError(f"checkpoint {path}: member {info.filename!r} appears twice")
+        limit = MAX_META_BYTES if name == "__meta__" else (limits(name) if limits else MAX_MEMBER_BYTES)
+        if info.file_size > limit:
+            raise CheckpointError(f"checkpoint {path}: member {info.filename!r} declares {info.file_size} bytes "
+                                  f"uncompressed, expected at most {limit} for this model; refused unread "
+                                  f"(a corrupted file or a decompression bomb)")
+        out[name] = info
+    return out
+
+
+def _read_npy(zf, info, path, name) -> np.ndarray:
+    """One member's array, checked in this order: magic, header, dtype, size, data, CRC."""
+    where = f"checkpoint {path}: member {name!r}"
+    try:
+        with zf.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"unsupported .npy version {version}")
+                shape, fortran, dtype = read_header(f, max_header_size=_NPY_HEADER_MAX)
+            except (ValueError, SyntaxError, TypeError) as e:
+                raise CheckpointError(f"{where}: expected a .npy array header, got an unreadable one ({e})") from None
+            if dtype.hasobject:
+                raise CheckpointError(f"{where}: expected plain arrays only, got a pickled object (dtype "
+                                      f"{dtype}); refused (gpunet checkpoints never hold pickles)")
+            if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+                raise CheckpointError(f"{where}: expected a numeric array, got dtype {dtype.str}")
+            nbytes = math.prod(shape) * dtype.itemsize
+            left = info.file_size - f.tell()
+            if nbytes != left:
+                raise CheckpointError(f"{where}: its header declares shape {shape} of {dtype.str} "
+                                      f"({nbytes} bytes), but the member holds {left} bytes of data")
+            data = f.read(nbytes)
+            if len(data) != nbytes or f.read(1):
+                raise CheckpointError(f"{where}: expected {nbytes} bytes of data, got {len(data)}")
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+        raise CheckpointError(f"{where}: a truncated or corrupted file ({type(e).__name__}: {e})") from None
+    arr = np.frombuffer(data, dtype=dtype)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _read_meta(zf, info, path) -> dict:
+    if info is None:
+        raise CheckpointError(f"checkpoint {path}: no __meta__ record; not a gpunet checkpoint")
+    raw = _read_npy(zf, info, path, "__meta__")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"checkpoint {path}: expected __meta__ as uint8 bytes, got {raw.dtype} {raw.shape}")
+    try:
+        header = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"checkpoint {path}: corrupted metadata ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint {path}: expected the metadata to be a JSON object, "
+                              f"got {type(header).__name__}")
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path}: expected format {FORMAT} v{VERSION}, "
+                              f"got {header.get('format')!r:.40} v{header.get('version')!r:.20}")
+    if not isinstance(header.get("meta", {}), dict):
+        raise CheckpointError(f"checkpoint {path}: expected 'meta' to be a JSON object, "
+                              f"got {type(header.get('meta')).__name__}")
+    if "optimizer" in header and not isinstance(header["optimizer"], dict):
+        raise CheckpointError(f"checkpoint {path}: expected 'optimizer' to be a JSON object, "
+                              f"got {type(header['optimizer']).__name__}")
+    return header
+
+
+def model_limits(model, optimizer=None):
+    """limits(name) for read_checkpoint: the most bytes each member may hold for `model`
+    (16 bytes per element, the widest numeric dtype, plus a .npy header)."""
+    sizes = {f"model/{k}": int(np.prod(np.shape(v))) for k, v in model.state_dict().items()}
+    params = list(optimizer.params) if optimizer is not None else model.parameters()
+
+    def limits(name):
+        if name in sizes:
+            return sizes[name] * 16 + 4096
+        if name.startswith("optim/"):
+            i = name[len("optim/"):].split(".", 1)[0]
+            if i.isdigit() and int(i) < len(params):
+                return params[int(i)].size * 16 + 4096
+        return 4096
+    return limits
+
+
+def load_checkpoint(path, model, optimizer=None, check_meta=None) -> dict:
     """Load weights (and optimizer state) from `path`; returns the saved meta.
 
-    Either everything loads or nothing changes: the model's old state is restored
-    if the optimizer's state turns out not to fit.
+    Either everything loads or nothing changes: the file is read and checked in full
+    (sizes against the model before decompressing, dtypes, shapes, finiteness of the
+    weights and the optimizer's buffers) before the first array is assigned.
     """
-    header, arrays = read_checkpoint(path)
+    header, arrays = read_checkpoint(path, limits=model_limits(model, optimizer))
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     if optimizer is not None and "optimizer" not in header:
         raise CheckpointError(f"checkpoint {path}: holds no optimizer state, but an optimizer was given")
-    before = model.state_dict()
-    try:
-        model.load_state_dict(model_state)
-    except CheckpointError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
+    opt_state = None
     if optimizer is not None:
         opt_state = dict(header["optimizer"])
         opt_state["buffers"] = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    try:
+        staged = model.check_state_dict(model_state)
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {e}") from None
+    if optimizer is not None:
         try:
-            optimizer.load_state_dict(opt_state)
-        except Exception as e:
-            model.load_state_dict(before)
+            optimizer._validate_state(opt_state)
+        except (CheckpointError, TypeError, ValueError, KeyError, AttributeError) as e:
+            # any malformed value is the checkpoint's fault, reported as such
             raise CheckpointError(f"checkpoint {path}: optimizer state does not fit: {e}") from None
+    if check_meta is not None:  # the caller's schema for its meta, checked before anything changes
+        try:
+            check_meta(header.get("meta", {}))
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {path}: {e}") from None
+    model.assign_state(staged)
+    if optimizer is not None:
+        optimizer.load_state_dict(opt_state)
     return header.get("meta", {})

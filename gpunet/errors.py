@@ -48,3 +48,26 @@ class DistributedError(GpunetError, RuntimeError):
     def __init__(self, message, ranks=(), reporter=None, exit_code=1):
         super().__init__(message)
         self.ranks, self.reporter, self.exit_code = tuple(ranks), reporter, int(exit_code)
+
+
+class RunFolderError(GpunetError, OSError):
+    """A file or folder could not be written or read: names the path and the OS's reason.
+
+    Also an ``OSError``, so callers that catch ``OSError`` keep working."""
+
+    def __init__(self, message: str, errno_: int | None = None):
+        OSError.__init__(self, message)
+        self.os_errno = errno_
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
+
+
+def describe_os_error(e: OSError, action: str = "", path=None) -> str:
+    """One line: '<action> <path>: <the OS's reason> [Errno N]' for any OSError."""
+    import errno as _errno
+    where = path if path is not None else (e.filename if e.filename is not None else "?")
+    reason = e.strerror or str(e) or type(e).__name__
+    code = f" [{_errno.errorcode.get(e.errno, e.errno)}]" if e.errno else ""
+    extra = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+    return f"{action + ' ' if action else ''}{where}{extra}: {reason}{code}"

@@ -1,14 +1,19 @@
-"""File I/O that never leaves a torn file: `atomic_write_bytes`.
+"""Run-folder file I/O that never leaves a torn file: `atomic_write_bytes` and `append_bytes`.
 
 The bytes go to a temp file in the same folder, which is fsync'ed and renamed over the
 target; then the folder is fsync'ed. A crash at any moment leaves the old file or the
-new one (checkpoints, run configs, histories, curves, experiment results).
+new one (checkpoints, run configs, histories, curves, experiment results). Every run-folder
+file goes through one of these two functions, so an OS failure (disk full, file-size limit,
+read-only or missing folder, a folder standing where the file goes, a name too long) is one
+RunFolderError naming the path and the OS's reason, and the file already there keeps its bytes.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import RunFolderError, describe_os_error
 
 
 def _fsync_dir(path: Path) -> None:
@@ -32,21 +37,36 @@ def _umask_mode() -> int:
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a torn one."""
+    """Write `data` to `path` so that readers see the old file or the new one, never a torn one.
+    An OS failure raises RunFolderError; the temp file is removed and `path` keeps its bytes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _umask_mode())  # mkstemp makes 0600; a run file follows the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        tmp = None
+    except OSError as e:
+        raise RunFolderError(describe_os_error(e, "cannot write", path), e.errno) from e
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     _fsync_dir(path.parent)
+
+
+def append_bytes(path, data: bytes) -> None:
+    """Append `data` to `path` (a log such as metrics.jsonl); OS failures as in atomic_write_bytes."""
+    path = Path(path)
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+    except OSError as e:
+        raise RunFolderError(describe_os_error(e, "cannot write", path), e.errno) from e

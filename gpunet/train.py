@@ -27,7 +27,7 @@ from .argcheck import non_negative, one_of
 from .callbacks import CallbackList, History, RichProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
-from .errors import GpunetTypeError, GpunetValueError, NonFiniteError
+from .errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
 from .optim.schedules import StepScheduler
 from .parallel.engine import REDUCES
 from .parallel.process import make_engine
@@ -146,13 +146,19 @@ class Trainer:
     # ------------------------------------------------------------- fit
     def fit(self, train, epochs, batch_size=128, val=None, verbose=False) -> History:
         """Train until `epochs` epochs are done in total (a resumed trainer continues)."""
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise GpunetValueError(f"Trainer.fit: epochs expected a positive int, got {epochs!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise GpunetValueError(f"Trainer.fit: epochs expected a positive int, got {epochs!r} ({type(epochs).__name__})")
+        if isinstance(batch_size, bool):  # other bad values: the DataLoader's check
+            raise GpunetValueError(f"Trainer.fit: batch_size expected an int >= 1, got {batch_size!r} (bool)")
+        epochs = int(epochs)
         if self.replicas > 1 and (not isinstance(batch_size, int) or batch_size % self.replicas):
             raise GpunetValueError(f"Trainer.fit: batch_size expected a global batch divisible by the {self.replicas} "
                                    f"replicas (equal shards), got {batch_size!r}")
         loader = self.loader(train, batch_size)
         val_loader = self.loader(val, max(batch_size, 1024), shuffle=False) if val is not None else None
+        for name, ds in (("train", train), ("val", val)):
+            if isinstance(ds, Dataset) and len(ds):
+                self._check_fits(name, ds)
         callbacks = self.callbacks
         if verbose:  # a bar in a terminal; plain lines in pipes, CI logs and files
             from .callbacks import PlainProgress, RichProgress
@@ -175,6 +181,30 @@ class Trainer:
         finally:
             callbacks.on_train_end({"epoch": self.epoch, "global_step": self.global_step})
         return self.history
+
+    def _check_fits(self, name, ds) -> None:
+        """One sample of `ds` through the model and loss in eval mode, and its labels against
+        the model's output width, before any update: a dataset that does not fit the model
+        (sample shape, a label beyond the logits) is refused now, not after some steps or a
+        whole epoch have already changed the weights."""
+        from .losses import SoftmaxCrossEntropy
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x, y = next(iter(self.loader(ds.subset([0]), 1, shuffle=False).iterate(0)))
+            logits = self.model.forward(x)
+            self.loss_fn.forward(logits, y)
+        except GpunetError as e:
+            raise type(e)(f"{name}: the dataset does not fit the model: {e}") from None
+        finally:
+            self.model.train(was_training)
+        if isinstance(self.loss_fn, SoftmaxCrossEntropy) and logits.ndim == 2:
+            ignore = self.loss_fn.ignore_index
+            labels = ds.y if ignore is None else ds.y[ds.y != ignore]
+            if labels.size and int(labels.max()) >= logits.shape[1]:
+                row = int(np.flatnonzero(ds.y == labels.max())[0])
+                raise GpunetValueError(f"{name}: expected class labels in [0, {logits.shape[1]}) (the model's "
+                                       f"outputs), got {int(labels.max())} at index {row}")
 
     def _train_epoch(self, loader, callbacks) -> dict:
         xp, model = self.device.xp, self.model
@@ -286,9 +316,51 @@ class Trainer:
                 "replica_rng": self.engine.rng_states(), **extra}
         return save_checkpoint(path, self.model, self.optimizer, **meta)
 
+    def _check_meta(self, meta) -> None:
+        """The schema of a checkpoint's meta, checked before anything is assigned (so a
+        resume that fails here changes nothing)."""
+        problems = []
+
+        def count(key, required=True):
+            v = meta.get(key)
+            if v is None and not required:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                problems.append(f"{key}: expected a non-negative int, got {v!r:.60}")
+
+        count("epoch"), count("global_step"), count("seed", False), count("batch_in_epoch", False)
+        history = meta.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+            problems.append(f"history: expected a list of epoch records, got {history!r:.60}")
+        acc = meta.get("accumulators")
+        if meta.get("batch_in_epoch") and not (
+                isinstance(acc, list) and len(acc) == 3 and all(isinstance(v, (int, float)) and
+                                                                not isinstance(v, bool) for v in acc)
+                and isinstance(acc[1], int) and isinstance(acc[2], int)):
+            problems.append(f"accumulators: expected [loss_sum, correct, seen] for a mid-epoch checkpoint, "
+                            f"got {acc!r:.60}")
+        for key, kind in (("scheduler", dict), ("rng", dict), ("replica_rng", list), ("config", dict)):
+            if meta.get(key) is not None and not isinstance(meta[key], kind):
+                problems.append(f"{key}: expected a JSON {'object' if kind is dict else 'list'} or null, "
+                                f"got {type(meta[key]).__name__}")
+        rng = meta.get("rng")
+        if isinstance(rng, dict) and "state" in rng and not self.device.is_gpu:
+            try:  # a throwaway generator: the real one changes only after every check passed
+                np.random.Generator(np.random.PCG64()).bit_generator.state = rng["state"]
+            except (TypeError, ValueError, KeyError) as e:
+                problems.append(f"rng: expected a PCG64 state, got an unusable one ({type(e).__name__}: {e})")
+        sched = meta.get("scheduler")
+        if self.scheduler is not None and isinstance(sched, dict) and hasattr(self.scheduler, "check_state_dict"):
+            try:
+                self.scheduler.check_state_dict(sched)
+            except CheckpointError as e:
+                problems.append(f"scheduler: {e}")
+        if problems:
+            raise CheckpointError("meta: " + "; ".join(problems))
+
     def resume(self, path) -> dict:
         """Restore a checkpoint written by `save`; the next `fit` continues where it stopped."""
-        meta = load_checkpoint(path, self.model, self.optimizer)
+        meta = load_checkpoint(path, self.model, self.optimizer, check_meta=self._check_meta)
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
         self.seed = int(meta.get("seed", self.seed))  # the data order comes from the run's seed
         self.history.epochs = list(meta.get("history", []))

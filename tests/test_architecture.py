@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "gpunet"
 
 FLOORS = {
-    0: ("errors", "checks", "argcheck", "backend", "fileio", "threads"),
+    0: ("errors", "checks", "argcheck", "backend", "fileio", "threads", "runlock"),
     1: ("ops", "metrics", "regularizers", "testing"),
     2: ("nn", "data"),
     3: ("losses", "optim", "models"),

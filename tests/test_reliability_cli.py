@@ -101,8 +101,16 @@ def test_diverged_run_without_any_good_checkpoint_says_so(tmp_path):
     r = gpunet("train", *SMALL, "--lr", "1e30", "--name", "early", cwd=tmp_path)
     assert_clean_error(r, "training diverged", "loss is nan", "step 2")
     assert not (tmp_path / "runs" / "early" / "checkpoint-last.npz").exists()
+    run = tmp_path / "runs" / "early"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    # Without a checkpoint --resume stops and changes nothing; --restart starts the run over.
     r = gpunet("train", *SMALL, "--lr", "0.05", "--epochs", "1", "--name", "early", "--resume", cwd=tmp_path)
-    assert r.returncode == 0 and "no checkpoint yet" in r.stdout, r.stdout + r.stderr
+    assert_clean_error(r, "expected a checkpoint at", "found none", "--restart")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    r = gpunet("train", *SMALL, "--lr", "0.05", "--epochs", "1", "--name", "early", "--resume", "--restart",
+               cwd=tmp_path)
+    assert r.returncode == 0 and "starting the run over" in r.stdout, r.stdout + r.stderr
+    assert (run / "checkpoint-last.npz").is_file()
 
 
 @pytest.mark.parametrize("suffix,text,needles", [

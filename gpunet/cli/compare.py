@@ -74,8 +74,30 @@ def add_arguments(parser) -> None:
         add_field_flag(parser, f.name, f.type, f.default, f"{HELP[f.name]} (default {shown})")
 
 
-def _csv(text, kind=str):
-    return [kind(v) for v in text.split(",") if v.strip()]
+def _csv(text, kind=str, flag="", minimum=None):
+    """The comma-separated values of a flag; ints are ASCII digits and at least `minimum`."""
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    if kind is int:
+        if not parts or not all(p.isascii() and p.isdigit() and int(p) >= (minimum or 0) for p in parts):
+            raise GpunetValueError(f"--{flag}: expected comma-separated ints >= {minimum or 0} such as '1,2,4', "
+                                   f"got {text!r}")
+        return [int(p) for p in parts]
+    return parts
+
+
+def check_config(cfg: CompareConfig) -> None:
+    """Refuse values no comparison can run with, before any data is loaded."""
+    import math
+    checks = [("epochs", cfg.epochs >= 1, ">= 1"), ("batch-size", cfg.batch_size >= 1, ">= 1"),
+              ("lr", math.isfinite(cfg.lr) and cfg.lr > 0, "> 0 and finite"),
+              ("momentum", 0 <= cfg.momentum < 1, "in [0, 1)"),
+              ("warmup-epochs", math.isfinite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0, ">= 0 and finite"),
+              ("train-samples", cfg.train_samples >= 0, ">= 0 (0: all)"), ("seed", cfg.seed >= 0, ">= 0")]
+    for flag, ok, want in checks:
+        if not ok:
+            raise GpunetValueError(f"--{flag}: expected a value {want}, got {getattr(cfg, flag.replace('-', '_'))!r}")
+    _csv(cfg.replicas, int, "replicas", minimum=1)
+    recipe.TrainConfig(hidden=cfg.hidden).hidden_sizes()
 
 
 def run(args) -> int:
@@ -92,8 +114,9 @@ def run(args) -> int:
 
 
 def run_compare(cfg: CompareConfig, console) -> list:
+    check_config(cfg)
     devices = _csv(cfg.devices) or None
-    replicas = _csv(cfg.replicas, int)
+    replicas = _csv(cfg.replicas, int, "replicas", minimum=1)
     if cfg.processes and devices:
         raise GpunetValueError(f"--processes: expected no --devices (each rank takes --device; cuda binds "
                                f"cuda:LOCAL_RANK), got --devices {cfg.devices!r}")

@@ -56,12 +56,18 @@ def run(args) -> int:
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
-    header, _ = read_checkpoint(cfg.checkpoint)
+    header, _ = read_checkpoint(cfg.checkpoint, meta_only=True)  # the arrays: load_checkpoint, bounded
     saved = (header.get("meta") or {}).get("config")
     if not saved:
         raise gn.CheckpointError(f"checkpoint {cfg.checkpoint}: holds no run config, so the model "
                                  "cannot be rebuilt; load it in Python with gn.load_checkpoint")
-    train_cfg = recipe.TrainConfig(**saved)
+    if not isinstance(saved, dict):
+        raise gn.CheckpointError(f"checkpoint {cfg.checkpoint}: expected the saved run config to be a JSON "
+                                 f"object, got {type(saved).__name__}")
+    try:
+        train_cfg = recipe.resolve({}, base=saved)  # the same type and range checks as a run's flags
+    except gn.GpunetError as e:
+        raise gn.CheckpointError(f"checkpoint {cfg.checkpoint}: its saved run config is invalid: {e}") from None
     name = cfg.dataset or train_cfg.dataset
     ds = data.load(name, cfg.split, root=cfg.data_root or train_cfg.data_root or None)
     dev = gn.device(cfg.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from ..errors import GpunetError
+from ..errors import GpunetError, GpunetValueError
 from ..parallel.launch import launch
 
 
@@ -30,14 +30,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("rank_command", nargs="*", metavar="COMMAND", help="the command for every rank, after --")
 
 
+def check_config(cfg: LaunchConfig, command) -> None:
+    """Refuse flags the launcher cannot use, before any process starts."""
+    import math
+    checks = [("nproc", cfg.nproc >= 1, "an int >= 1"),
+              ("timeout", math.isfinite(cfg.timeout) and cfg.timeout >= 0, "seconds >= 0 (0: the default, 120 s)"),
+              ("grace", math.isfinite(cfg.grace) and cfg.grace >= 0, "seconds >= 0")]
+    for flag, ok, want in checks:
+        if not ok:
+            raise GpunetValueError(f"--{flag} expected {want}, got {getattr(cfg, flag)!r}")
+
+
 def run(args) -> int:
     cfg = LaunchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LaunchConfig)})
     command = list(args.rank_command)
     if command[:1] == ["--"]:
         command = command[1:]
     try:
-        if cfg.timeout < 0:
-            raise GpunetError(f"launch: --timeout expected seconds > 0 (or 0 for the default), got {cfg.timeout:g}")
+        check_config(cfg, command)
         return launch(command, cfg.nproc, timeout=cfg.timeout or None, mpiexec=cfg.mpiexec or None,
                       hosts=cfg.hosts or None, grace=cfg.grace)
     except GpunetError as e:

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from .. import data, models, nn, optim
+from .. import backend, data, models, nn, optim
 from ..argcheck import non_negative, one_of
 from ..errors import GpunetValueError
 from ..parallel.engine import REDUCES
@@ -68,7 +68,8 @@ class TrainConfig:
                   ("early_stopping", self.early_stopping >= 0, ">= 0"),
                   ("accumulate", 1 <= self.accumulate <= self.batch_size, "in [1, batch_size]"),
                   ("clip_grad_norm", math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0,
-                   ">= 0 and finite")]
+                   ">= 0 and finite"),
+                  ("seed", 0 <= self.seed < 2**63, "in [0, 2^63)")]
         for name, ok, want in checks:
             if not ok:
                 raise GpunetValueError(f"TrainConfig: {name} expected a value {want}, got {getattr(self, name)!r}")
@@ -89,13 +90,15 @@ class TrainConfig:
         one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
         non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
         models.get(self.model)
+        backend.resolve_dtype(self.dtype)
+        check_run_name(self.name)
         return self
 
     def hidden_sizes(self) -> list:
         """The mlp hidden widths parsed from `hidden` ("256,128" -> [256, 128]; "" -> none)."""
         parts = [p.strip() for p in self.hidden.split(",") if p.strip()]
-        if not all(p.isdigit() and int(p) >= 1 for p in parts):
-            raise GpunetValueError(f"TrainConfig: hidden expected comma-separated positive ints such as '256,128', "
+        if not all(p.isascii() and p.isdigit() and 1 <= int(p) <= 2**24 for p in parts):
+            raise GpunetValueError(f"TrainConfig: hidden expected comma-separated positive ints (at most 2^24) such as '256,128', "
                                    f"got {self.hidden!r}")
         return [int(p) for p in parts]
 
@@ -186,22 +189,79 @@ def given_settings(flags: dict, config_file=None) -> set:
     return names
 
 
-def load_config_file(path) -> dict:
-    """Read a TOML or JSON config file: keys must be TrainConfig fields."""
+def check_run_name(name: str) -> None:
+    """A run name is one folder name inside --out: no separators, no '..', nothing absolute."""
+    if not name:
+        return
+    bad = ("/" in name or "\\" in name or name in (".", "..") or "\0" in name or Path(name).is_absolute()
+           or name != name.strip() or len(name.encode()) > 200)
+    if bad:
+        raise GpunetValueError(f"name: expected one folder name inside --out (no '/', '\\', '..', NUL, "
+                               f"surrounding spaces, at most 200 bytes), got {name!r}")
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_small_file(path, what: str, limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most `limit` bytes. A FIFO, a device, a folder
+    or a huge file is refused before it is read, so none of them can hang or fill memory."""
+    import os
+    import stat
     path = Path(path)
     try:
-        text = path.read_text()
+        st = os.stat(path)
     except OSError as e:
-        raise GpunetValueError(f"config: cannot read {path}: {e}") from None
+        raise GpunetValueError(f"{what} {path}: cannot read it: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise GpunetValueError(f"{what} {path}: expected a regular file, got {kind}")
+    if st.st_size > limit:
+        raise GpunetValueError(f"{what} {path}: expected at most {limit} bytes, got {st.st_size}")
     try:
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise GpunetValueError(f"config {path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
-    values = values.get("train", values)
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise GpunetValueError(f"{what} {path}: cannot read it: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise GpunetValueError(f"{what} {path}: expected at most {limit} bytes, got more")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GpunetValueError(f"{what} {path}: expected UTF-8 text, got undecodable bytes at "
+                               f"offset {e.start}") from None
+
+
+def load_config_file(path) -> dict:
+    """Read a TOML or JSON config file: a table whose keys are TrainConfig fields, at the top
+    level and/or in a [train] table (a key may not be in both)."""
+    path = Path(path)
+    text = read_small_file(path, "config")
+    kind = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        values = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (ValueError, RecursionError, tomllib.TOMLDecodeError) as e:
+        raise GpunetValueError(f"config {path}: not valid {kind}: {e}") from None
+    if not isinstance(values, dict):
+        raise GpunetValueError(f"config {path}: expected a table of settings at the top level, "
+                               f"got {type(values).__name__}")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    if "train" in values:
+        table = values.pop("train")
+        if not isinstance(table, dict):
+            raise GpunetValueError(f"config {path}: expected [train] to be a table, got {type(table).__name__}")
+        table = {str(k).replace("-", "_"): v for k, v in table.items()}
+        both = sorted(set(values) & set(table))
+        if both:
+            raise GpunetValueError(f"config {path}: keys {both} are set both at the top level and in "
+                                   f"[train]; expected each once")
+        values.update(table)
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise GpunetValueError(f"config {path}: unknown keys {unknown}; expected some of {sorted(FIELDS)}")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    return values
 
 
 def resolve(flags: dict, config_file=None, base: dict | None = None) -> TrainConfig:
@@ -216,8 +276,11 @@ def resolve(flags: dict, config_file=None, base: dict | None = None) -> TrainCon
         # Exact types: a bool is not a number here, and 2.5 epochs is an error, not 2.
         allowed = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}[kind]
         if not isinstance(v, allowed) or (kind is not bool and isinstance(v, bool)):
-            raise GpunetValueError(f"{k}: expected {kind.__name__}, got {type(v).__name__} {v!r}")
-        values[k] = kind(v)
+            raise GpunetValueError(f"{k}: expected {kind.__name__}, got {type(v).__name__} {v!r:.80}")
+        try:
+            values[k] = kind(v)
+        except OverflowError:
+            raise GpunetValueError(f"{k}: expected a {kind.__name__} in range, got {v!r:.80}") from None
     return TrainConfig(**values).validate()
 
 

@@ -21,12 +21,14 @@ import gpunet as gn
 
 from .. import losses
 from ..callbacks import ClipGradNorm, CSVLogger, EarlyStopping, JSONLLogger, ModelCheckpoint, TensorBoardLogger
-from ..fileio import atomic_write_bytes
+from ..checkpoint import read_checkpoint
+from ..fileio import append_bytes, atomic_write_bytes
 from .flags import add_field_flag
-from ..errors import GpunetError
+from ..errors import GpunetError, GpunetValueError, RunFolderError, describe_os_error
 from ..parallel import mpi
 from ..plot import write_curves
-from . import recipe
+from ..runlock import lock_run_folder
+from . import recipe, set_run_folder
 
 
 HELP = {  # one line per flag; the default is appended as the user would type it
@@ -78,6 +80,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="multi-process runs: seconds any collective may wait for the slowest rank before "
                              "the job stops naming it (default $GPUNET_TIMEOUT or 120)")
+    parser.add_argument("--restart", action="store_true",
+                        help="with --resume: when the run has no readable checkpoint-last.npz, start it over "
+                             "in the same folder (its checkpoints and metrics are replaced)")
+
+
+# Settings a resumed run keeps: changing them would not continue the same run exactly
+# (another model shape, dtype, data order or batch composition).
+FROZEN_ON_RESUME = ("dataset", "model", "hidden", "dropout", "init", "dtype", "batch_size", "optimizer",
+                    "seed", "val_fraction")
 
 
 def run_dir(cfg) -> Path:
@@ -89,6 +100,29 @@ def run_dir(cfg) -> Path:
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
     return path
+
+
+def make_run_dir(cfg) -> Path:
+    """Create a fresh run's folder atomically: two runs started at once get two folders."""
+    base = Path(cfg.out) / cfg.run_name
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out}: expected a folder for the runs, got an existing file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(describe_os_error(e, "--out: cannot create the folder", out), e.errno) from e
+    path, i = base, 2
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            if i > 100000:
+                raise RunFolderError(f"cannot create a run folder next to {base}: {base}-2 ... {path} all exist") from None
+            path, i = Path(f"{base}-{i}"), i + 1
+        except OSError as e:
+            raise RunFolderError(describe_os_error(e, "cannot create the run folder", path), e.errno) from e
 
 
 def print_config(console, cfg, folder) -> None:
@@ -104,13 +138,19 @@ def run(args) -> int:
     try:
         flags = {k: getattr(args, k) for k in recipe.FIELDS}
         cfg = recipe.resolve(flags, args.config)
+        if args.restart and not cfg.resume:
+            raise GpunetValueError("--restart: expected together with --resume (a run without --resume "
+                                   "always starts in a new folder), got --restart alone")
         if cfg.resume:  # continue with the run's own settings; flags given now override them
-            cfg = recipe.resolve(flags, args.config, base=saved_config(cfg))
+            saved = saved_config(cfg)
+            cfg = recipe.resolve(flags, args.config, base=saved)
+            check_frozen(saved, flags, args.config, "config.json")
         if args.timeout is not None and not args.timeout > 0:
             raise gn.GpunetValueError(f"--timeout: expected seconds > 0, got {args.timeout!r}")
         given = recipe.given_settings(flags, args.config)
         return train(cfg, console, quiet=args.quiet, lr_given=flags["lr"] is not None,
-                     ignore=tuple(args.ignore), doctor=not args.no_doctor, timeout=args.timeout, given=given)
+                     ignore=tuple(args.ignore), doctor=not args.no_doctor, timeout=args.timeout, given=given,
+                     restart=args.restart)
     except GpunetError as e:
         console.print(f"[bold red]error:[/] {escape(cli_advice(str(e)))}")
         return 2
@@ -121,13 +161,37 @@ def cli_advice(message: str) -> str:
     return re.sub(r"\bTrainConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
+def _explicit(flags, config_file) -> dict:
+    """The settings given on this command line and in its --config file (not the defaults)."""
+    values = recipe.load_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in flags.items() if v is not None and k in recipe.FIELDS})
+    return values
+
+
+def check_frozen(saved: dict, flags, config_file, source: str) -> None:
+    """Refuse a resume that changes a setting in FROZEN_ON_RESUME (before anything is written)."""
+    given = _explicit(flags, config_file)
+    changed = [f"{k}: {saved[k]!r} in {source}, got {given[k]!r}" for k in FROZEN_ON_RESUME
+               if k in given and k in saved and given[k] != saved[k]]
+    if changed:
+        raise GpunetValueError("--resume: a resumed run keeps its model, dtype, batch size, optimizer, data "
+                               "and seed, so it continues exactly; " + "; ".join(changed) +
+                               ". Drop these flags, or start a new run (without --resume) to change them")
+
+
 def saved_config(cfg) -> dict:
     """The config.json of the run `cfg` resumes ({} when it has none yet)."""
     path = run_dir(cfg) / "config.json"
+    if not path.exists():
+        return {}
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError) as e:
+        saved = json.loads(recipe.read_small_file(path, "--resume: the run's config"))
+    except ValueError as e:
         raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
+    if not isinstance(saved, dict):
+        raise gn.CheckpointError(f"--resume: the run's config {path}: expected a JSON object, "
+                                 f"got {type(saved).__name__}")
+    return saved
 
 
 def pick_device(cfg, world: int, local_rank: int):
@@ -139,18 +203,27 @@ def pick_device(cfg, world: int, local_rank: int):
     return gn.device(cfg.device_list()[0] if cfg.device_list() else cfg.device)
 
 
-def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, timeout=None, given=()) -> int:
+def train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, timeout=None, given=(),
+          restart=False) -> int:
+    """Run (or resume) one training run; the run folder is locked while this runs."""
     rank, world, local_rank = mpi.env_rank()
     recipe.check_applicable(cfg, given, replicas=max(world, len(cfg.device_list() or ())))
-    if world > 1:  # one rank of a multi-process job (gpunet launch, mpiexec, srun)
-        return _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank)
-    if timeout is not None:
+    if world == 1 and timeout is not None:
         raise gn.GpunetValueError(f"--timeout: applies to multi-process runs (gpunet launch, mpiexec, srun), "
                                   f"and this is a single process; got --timeout {timeout:g}")
-    return _train(cfg, console, quiet, lr_given, ignore, doctor)
+    held = []
+    try:
+        if world > 1:  # one rank of a multi-process job (gpunet launch, mpiexec, srun)
+            return _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank,
+                               restart, held)
+        return _train(cfg, console, quiet, lr_given, ignore, doctor, restart=restart, held=held)
+    finally:
+        for lock in held:
+            lock.release()
 
 
-def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank) -> int:
+def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, world, local_rank,
+                restart, held) -> int:
     """Bind this rank's device before any communicator, join the job, train under the guard:
     a failure anywhere ends every rank with one line naming this rank and the cause."""
     mpi.install_stop_handlers()
@@ -168,7 +241,8 @@ def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, wo
                                       f"or cuda to bind cuda:LOCAL_RANK), got {cfg.devices!r}", reporter=0,
                                       exit_code=2)
         try:
-            return _train(cfg, console, quiet, lr_given, ignore, doctor, dev=dev, comm=comm)
+            return _train(cfg, console, quiet, lr_given, ignore, doctor, dev=dev, comm=comm, restart=restart,
+                          held=held)
         except mpi.JobStopped as stop:
             if rank == 0:
                 print(f"gpunet: {stop}; every rank stopped there"
@@ -180,19 +254,20 @@ def _train_rank(cfg, console, quiet, lr_given, ignore, doctor, timeout, rank, wo
 _stop_checkpoint = None
 
 
-def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, dev=None, comm=None) -> int:
-    folder = run_dir(cfg)
-    last = folder / "checkpoint-last.npz"
-    if cfg.resume and not last.is_file():
-        if not folder.is_dir():
-            raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none "
-                                     f"(and no run folder there: check --name and --out)")
-        # The run was stopped before its first checkpoint: nothing to continue, so start over.
-        console.print(f"--resume: {folder} holds no checkpoint yet; starting the run from the beginning")
-        cfg = dataclasses.replace(cfg, resume=False)
+def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, dev=None, comm=None,
+           restart=False, held=None) -> int:
+    held = [] if held is None else held
     gn.manual_seed(cfg.seed)
     if dev is None:
         dev = pick_device(cfg, 1, 0)
+    folder = None
+    if cfg.resume and (comm is None or comm.rank == 0):
+        folder = run_dir(cfg)
+        if not folder.is_dir():
+            raise gn.CheckpointError(f"--resume: expected a run folder with a checkpoint at {folder}, found "
+                                     f"none (check --name and --out)")
+        held.append(lock_run_folder(folder))  # before anything is read: no other run writes it meanwhile
+        set_run_folder(folder)
     train_set, val_set, test_set = recipe.datasets(cfg)
     if comm is not None and comm.world_size > min(len(train_set), cfg.batch_size):
         raise gn.DistributedError(f"--nproc: {comm.world_size} ranks, but the global batch is {cfg.batch_size} and "
@@ -205,41 +280,54 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
     opt = recipe.build_optimizer(cfg, model.parameters())
     if comm is not None and comm.rank != 0:  # only rank 0 writes the run folder and prints progress
         return _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        folder = make_run_dir(cfg)
+        held.append(lock_run_folder(folder))
+        set_run_folder(folder)
+    last = folder / "checkpoint-last.npz"
+    ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
+    loss = losses.SoftmaxCrossEntropy()
+    logger = JSONLLogger(folder / "metrics.jsonl", append=cfg.resume)
+    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed, schedule=recipe.schedule(cfg),
+                         accumulate=1 if (comm or cfg.device_list()) else cfg.accumulate,
+                         callbacks=[logger, ckpt, *extra_callbacks(cfg, folder)],
+                         devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
+                         lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs,
+                         doctor=doctor, doctor_ignore=ignore)
+    trainer.config = dataclasses.asdict(cfg)
+    if comm is not None:
+        trainer.engine.check_every = cfg.checkpoint_every or None
+    if cfg.resume:  # everything is checked before the first byte is written
+        meta = _resume_or_restart(cfg, trainer, last, restart, console)
+        if meta is not None:
+            # Finished: every epoch trained and the final outputs written (a run killed between
+            # its last checkpoint and history.json resumes to write them).
+            if trainer.epoch >= cfg.epochs and not trainer._resume_batch and (folder / "history.json").is_file():
+                console.print(f"--resume: {folder}: the run is finished ({trainer.epoch} of {cfg.epochs} epochs done); "
+                              f"nothing to do. To train longer, give --epochs N with N > {trainer.epoch}")
+                return 0
+            ckpt.best = meta.get("best")
+        else:
+            cfg = dataclasses.replace(cfg, resume=False)
+            logger.append = False
+            trainer.config = dataclasses.asdict(cfg)
     print_config(console, cfg, folder)
     console.print(f"device {dev.name}, {cfg.threads} BLAS thread{'s' if cfg.threads > 1 else ''}, "
                   f"{recipe.param_count(model):,} parameters")
     console.print(f"data: {len(train_set)} train / {len(val_set) if val_set else 0} val / {len(test_set)} test samples")
-    atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
-    ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
-    loss = losses.SoftmaxCrossEntropy()
-    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed, schedule=recipe.schedule(cfg),
-                         accumulate=1 if (comm or cfg.device_list()) else cfg.accumulate,
-                         callbacks=[JSONLLogger(folder / "metrics.jsonl", append=cfg.resume), ckpt,
-                                    *extra_callbacks(cfg, folder)],
-                         devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
-                         lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs,
-                         doctor=doctor, doctor_ignore=ignore)
     if doctor and not cfg.resume:
         findings = gn.doctor.preflight(model, train_set, loss, opt, trainer, ignore=ignore)
         if findings:
             gn.doctor.render(findings, console, title="gpunet doctor: preflight (silence with --ignore CODE)")
-    trainer.config = dataclasses.asdict(cfg)
-    if comm is not None:
-        trainer.engine.check_every = cfg.checkpoint_every or None
+    atomic_write_bytes(folder / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
     if cfg.resume:
         for stale in folder.glob(".checkpoint-*.npz.*.tmp"):  # left by a write that was killed
-            stale.unlink(missing_ok=True)
-        meta = trainer.resume(last)
-        ckpt.best = meta.get("best")
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
         console.print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.global_step}")
         if lr_given and opt.lr != cfg.lr:  # e.g. a lower lr after a divergence
             console.print(f"lr: {cfg.lr:g} from the flags replaces the checkpoint's {opt.lr:g}")
             trainer.set_lr(cfg.lr)
-    if trainer.epoch >= cfg.epochs:
-        console.print(f"--resume: {folder} is finished ({trainer.epoch} of {cfg.epochs} epochs); "
-                      f"to train longer, give --epochs N with N > {trainer.epoch}")
-        return 0
     transform = recipe.augmentation(cfg, recipe.sample_shape(train_set))
     fit_data = train_set if transform is None else gn.data.DataLoader(
         train_set, cfg.batch_size, shuffle=True, device=dev, seed=cfg.seed, dtype=model.dtype, transform=transform)
@@ -256,11 +344,44 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
                       f"--name {escape(cfg.run_name)} --resume", highlight=False)
         raise
     test = trainer.evaluate(test_set)
-    with open(folder / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"kind": "test", **test}) + "\n")
+    append_bytes(folder / "metrics.jsonl", (json.dumps({"kind": "test", **test}) + "\n").encode())
     history.to_json(folder / "history.json")
     summary(console, history, test, folder, write_curves(history.epochs, folder))
     return 0
+
+
+def _resume_or_restart(cfg, trainer, last, restart, console):
+    """Load checkpoint-last into `trainer` and return its meta, or None to start over.
+
+    A missing or unreadable checkpoint stops the command unless `restart` is set: starting
+    over would replace the run's checkpoint-best.npz and metrics. The load is atomic, so
+    a refused checkpoint leaves the fresh model and optimizer as they were."""
+    try:
+        if not last.is_file():
+            raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none (the run was "
+                                     f"stopped before its first checkpoint, or the file was removed)")
+        header, _ = read_checkpoint(last, meta_only=True)
+    except gn.CheckpointError as e:
+        return _restart_or_stop(e, restart, last, console)
+    saved = header.get("meta", {}).get("config") if isinstance(header.get("meta"), dict) else None
+    if isinstance(saved, dict):  # settings a resumed run keeps: refused even with --restart
+        mismatch = [f"{k}: {saved[k]!r} in the checkpoint, {getattr(cfg, k)!r} now"
+                    for k in FROZEN_ON_RESUME if k in saved and saved[k] != getattr(cfg, k)]
+        if mismatch:
+            raise gn.CheckpointError(f"--resume: {last} was written by a run with other settings; "
+                                     + "; ".join(mismatch) + " (a resumed run keeps them). Nothing was changed")
+    try:
+        return trainer.resume(last)
+    except gn.CheckpointError as e:
+        return _restart_or_stop(e, restart, last, console)
+
+
+def _restart_or_stop(e, restart, last, console):
+    if not restart:
+        raise gn.CheckpointError(f"{e}. Nothing was changed. To start the run over in this folder "
+                                 f"(replacing its checkpoints and metrics), add --restart") from None
+    console.print(f"--restart: {escape(str(e))}; starting the run over in {last.parent}")
+    return None
 
 
 def extra_callbacks(cfg, folder) -> list:

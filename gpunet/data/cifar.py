@@ -92,7 +92,9 @@ class _TarSource:
 
     def read(self, fname: str) -> bytes:
         if fname not in self.members:
-            raise DataError(f"{self.archive}: member {FOLDER}/{fname} is missing")
+            held = sorted(self.members)
+            raise DataError(f"{self.archive}: expected a member {FOLDER}/{fname}, but the archive (whose gzip "
+                            f"CRC is intact) holds {len(held)} files: {held[:8]}{' ...' if len(held) > 8 else ''}")
         try:
             return self.tar.extractfile(self.members[fname]).read()
         except (OSError, EOFError) as e:

@@ -37,11 +37,12 @@ class Dataset:
                             f"got x {x.shape} and y {y.shape}")
         if y.dtype.kind not in "iu":
             raise DataError(f"Dataset {name!r}: y must hold integer labels, got dtype {y.dtype}")
-        bad = np.flatnonzero((y < 0) | (y >= len(classes))) if classes is not None else np.flatnonzero(y < 0)
+        hi = len(classes) if classes is not None else np.iinfo(np.int64).max + 1  # labels must fit int64
+        bad = np.flatnonzero((y < 0) | (y >= hi))
         if bad.size:  # a bad label here would only surface mid-epoch, after some updates
-            want = f"[0, {len(classes)}) (one per class name)" if classes is not None else ">= 0"
-            raise DataError(f"Dataset {name!r}: y expected labels in {want}, got {y[bad[0]]} at index "
-                            f"{bad[0]} ({bad.size} bad)")
+            want = f"[0, {len(classes)}) (one per class name)" if classes is not None else ">= 0 (and < 2^63)"
+            raise DataError(f"Dataset {name!r}: y expected labels in {want}, got {int(y[bad[0]])} "
+                            f"at index {int(bad[0])} ({bad.size} bad; dtype {y.dtype})")
         self.x = x
         self.y = y.astype(np.int64, copy=False)
         self.classes = tuple(classes) if classes is not None else \

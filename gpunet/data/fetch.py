@@ -62,6 +62,8 @@ def locate(name: str, root, probe, fetch=None, hint: str = ""):
     split, or a string saying what is missing. `fetch(cache_folder)` downloads into the
     cache and is tried last; its DataError text is kept for the final message.
     """
+    if root is not None and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():
+        raise DataError(f"dataset {name!r}: root expected a folder holding the files, got a file: {root}")
     searched = [] if os.environ.get("GPUNET_DATA") else ["$GPUNET_DATA: not set"]
     for folder in candidate_dirs(name, root):
         found = probe(folder) if folder.is_dir() else "no such folder"
@@ -212,7 +214,10 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
 
 
 def open_tar(archive) -> tarfile.TarFile:
-    """Open a tar (any compression) and check every member before anything is read."""
+    """Open a tar (any compression) and check every member before anything is read.
+    A gzipped tar's CRC-32 is checked first (tarfile alone stops at the tar's end marker)."""
+    from .gz import verify_gzip
+    verify_gzip(archive)
     try:
         tar = tarfile.open(archive, "r:*")
         members = tar.getmembers()

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from . import fetch
+from . import fetch, gz
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
@@ -66,17 +66,56 @@ CLASSES = {
 }
 
 
-def read_bytes(path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic."""
+MAX_IDX_BYTES = 1 << 34  # 16 GiB: far above any IDX dataset; a header beyond it is corrupt
+
+
+def declared_size(head: bytes, magic: int | None = None):
+    """The total file size an IDX header declares, or None when `head` is not one (of `magic`)."""
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or len(head) < 4 + 4 * head[3]:
+        return None
+    if magic is not None and struct.unpack(">I", bytes(head[:4]))[0] != magic:
+        return None
+    ndim = head[3]
+    dims = struct.unpack(f">{ndim}I", bytes(head[4:4 + 4 * ndim]))
+    return 4 + 4 * ndim + math.prod(dims) * np.dtype(IDX_TYPES[head[2]]).itemsize  # Python ints: exact
+
+
+def read_bytes(path, magic: int | None = None) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic.
+
+    Bounded by the header: the header is read first, the size it declares is checked
+    (at most MAX_IDX_BYTES), and no more than that is decompressed or read. A gzip file
+    is read to its end, so its CRC-32 is checked."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: unreadable or truncated gzip file ({type(e).__name__}: {e})") from e
-    return data
+        if not gz.is_gzip(path):
+            with open(path, "rb") as f:
+                head = f.read(4)
+                head += f.read(4 * head[3] if len(head) == 4 else 0)
+                size = declared_size(head, magic)
+                _check_declared(path, head, size)
+                return head + f.read((size if size is not None else 4 + 4 * 255) + 1 - len(head))
+        with gz.Gunzip(path) as g:
+            head = bytes(g.fill(4))
+            head = bytes(g.fill(4 + 4 * head[3])) if len(head) == 4 else head
+            size = declared_size(head, magic)
+            _check_declared(path, head, size)
+            if size is None:  # not an IDX header: parse_idx names what is wrong
+                return bytes(g.fill(4 + 4 * 255))
+            data = bytes(g.fill(size + 1))
+            if len(data) > size:
+                raise DataError(f"{path}: has trailing bytes: its header declares {size} bytes, but the gzip "
+                                f"stream holds more")
+            return data  # fill() ran to the end of the stream: the CRC-32 trailer is checked
+    except OSError as e:
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {e.strerror or e})") from e
+
+
+def _check_declared(path, head, size) -> None:
+    if size is not None and size > MAX_IDX_BYTES:
+        dims = struct.unpack(f">{head[3]}I", bytes(head[4:4 + 4 * head[3]]))
+        raise DataError(f"{path}: header declares {'x'.join(map(str, dims))} elements ({size} bytes), "
+                        f"expected at most {MAX_IDX_BYTES} bytes; refused before allocating (corrupt header?)")
 
 
 def parse_idx(data: bytes, path, magic: int | None = None) -> np.ndarray:
@@ -93,7 +132,7 @@ def parse_idx(data: bytes, path, magic: int | None = None) -> np.ndarray:
         raise DataError(f"{path}: truncated header: expected {header} bytes for {ndim} dims, got {len(data)}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(IDX_TYPES[code])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
         raise DataError(f"{path}: {problem}: header says {'x'.join(map(str, dims))} elements of "
@@ -104,7 +143,7 @@ def parse_idx(data: bytes, path, magic: int | None = None) -> np.ndarray:
 
 def read_idx(path, magic: int | None = None, sha256: str | None = None) -> np.ndarray:
     """Read one IDX file (raw or gzipped); structure first, then the checksum."""
-    data = read_bytes(path)
+    data = read_bytes(path, magic)
     arr = parse_idx(data, path, magic)
     if sha256 is not None:
         got = hashlib.sha256(data).hexdigest()

@@ -27,6 +27,13 @@ from .class_weights import WeightCache, check_class_weight, check_weight_shape, 
 ROW_SUM_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
 
 
+def _describe(a) -> str:
+    """What a non-array argument is: 'list of 5 items', 'int 3', ..."""
+    if isinstance(a, (list, tuple)):
+        return f"a Python {type(a).__name__} of {len(a)} items (convert it with np.asarray)"
+    return f"{type(a).__name__} {a!r:.40}"
+
+
 class SoftmaxCrossEntropy(Loss):
     """Cross-entropy of softmax(logits) against class labels or soft targets.
 
@@ -65,8 +72,14 @@ class SoftmaxCrossEntropy(Loss):
     def _prepare(self, logits, target):
         """Validate shapes and dtypes; return contiguous (logits, target) on one device."""
         name = type(self).__name__
-        shapes = f"got logits {tuple(getattr(logits, 'shape', ()))} and target {tuple(getattr(target, 'shape', ()))}"
-        if getattr(logits, "ndim", 0) != 2 or getattr(target, "ndim", 0) not in (1, 2):
+        for arg, a in (("logits", logits), ("target", target)):
+            if not (hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim")):
+                raise GpunetTypeError(f"{name}: expected {arg} to be a NumPy/CuPy array, got {_describe(a)}")
+        shapes = f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
+        if logits.ndim == 2 and logits.shape[0] == 0 and self.reduction == "mean":
+            raise ShapeError(f"{name}: expected at least one row of logits (N >= 1) for reduction='mean', "
+                             f"{shapes}")
+        if logits.ndim != 2 or target.ndim not in (1, 2):
             raise ShapeError(f"{name}: expected logits (N, C) and target (N,) class labels or (N, C) soft "
                              f"targets, {shapes}")
         if logits.dtype not in backend.FLOAT_DTYPES:
@@ -81,6 +94,10 @@ class SoftmaxCrossEntropy(Loss):
             if target.dtype.kind not in "iu":
                 raise GpunetTypeError(f"{name}: expected integer class labels for a 1-D target, got {target.dtype}")
             if target.dtype not in (np.int32, np.int64):
+                if target.dtype == np.uint64 and target.size and int(target.max()) >= C:  # sync: uint64 only
+                    row = int(target.argmax())  # show the label itself, not its int64 wrap-around
+                    raise GpunetValueError(f"{name}: expected class labels in [0, {C}), got {int(target[row])} "
+                                           f"(dtype uint64) at row {row}")
                 target = target.astype(np.int64)
         else:
             if tuple(target.shape) != (N, C):

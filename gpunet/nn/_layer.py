@@ -41,11 +41,13 @@ class Layer(Module):
             want = dtype or "float32"
             raise GpunetTypeError(f"{self!r} expected a floating input ({want}), got {x.dtype}: "
                                   f"convert integer images first, e.g. x.astype('{want}') / 255")
+        if x.dtype not in backend.FLOAT_DTYPES:  # float16, complex, ...: only a cast helps
+            want = dtype or "float32"
+            raise GpunetTypeError(f"{self!r} expected a float32 or float64 input, got {x.dtype}; "
+                                  f"cast it with x.astype('{want}')")
         if dtype is not None and x.dtype != dtype:
             raise GpunetTypeError(f"{self!r} expected a {dtype} input (the weights' dtype), got {x.dtype}; "
                                   f"cast the input or call model.to(dtype='{x.dtype}')")
-        if x.dtype not in backend.FLOAT_DTYPES:
-            raise GpunetTypeError(f"{self!r} expected a float32 or float64 input, got {x.dtype}")
         self._check_finite(x)
 
     def _check_finite(self, x, what="input"):

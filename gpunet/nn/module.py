@@ -235,11 +235,25 @@ class Module:
 
     def load_state_dict(self, state, strict: bool = True) -> None:
         """Copy arrays into this module. Validates everything first: on error nothing changes."""
+        self.assign_state(self.check_state_dict(state, strict))
+
+    def _state_targets(self):
         targets = OrderedDict()  # key -> (owning module, attribute name, is_param)
         for mod_name, mod in self.named_modules():
             for attr in list(mod._params) + list(mod._buffers):
                 key = f"{mod_name}.{attr}" if mod_name else attr
                 targets.setdefault(key, (mod, attr, attr in mod._params))
+        return targets
+
+    def check_state_dict(self, state, strict: bool = True) -> list:
+        """Validate `state` against this module without changing anything; returns the
+        staged host arrays for `assign_state`. Checked: keys, shapes, dtype kinds (no int,
+        complex, bool or string array into a float parameter), finiteness, and that a cast
+        to the parameter's dtype (float64 -> float32) does not overflow to Inf."""
+        if not isinstance(state, dict):
+            raise CheckpointError(f"load_state_dict into {type(self).__name__}: expected a dict of arrays, "
+                                  f"got {type(state).__name__}")
+        targets = self._state_targets()
         problems = []
         if strict:
             missing = [k for k in targets if k not in state]
@@ -248,22 +262,30 @@ class Module:
                 problems.append(f"missing keys {missing}")
             if unexpected:
                 problems.append(f"unexpected keys {unexpected}")
-        for key, (mod, attr, is_param) in targets.items():
-            current = getattr(mod, attr)
-            current = current.data if is_param else current
-            if key in state and current is not None and tuple(np.shape(state[key])) != tuple(current.shape):
-                problems.append(f"{key}: expected shape {tuple(current.shape)}, got {tuple(np.shape(state[key]))}")
-        if problems:
-            raise CheckpointError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        staged = []
         for key, (mod, attr, is_param) in targets.items():
             if key not in state:
                 continue
             current = getattr(mod, attr)
-            if is_param:
-                current.data = mod.device.asarray(state[key], dtype=current.data.dtype).copy()
+            current = current.data if is_param else current
+            problem, value = _stage(key, state[key], current)
+            if problem:
+                problems.append(problem)
             else:
-                dt = current.dtype if current is not None else None
-                setattr(mod, attr, mod.device.asarray(state[key], dtype=dt).copy())
+                staged.append((mod, attr, is_param, value))
+        if problems:
+            raise CheckpointError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        return staged
+
+    @staticmethod
+    def assign_state(staged) -> None:
+        """Assign what `check_state_dict` staged: every array is moved first, then assigned."""
+        moved = [(mod, attr, is_param, mod.device.asarray(v).copy()) for mod, attr, is_param, v in staged]
+        for mod, attr, is_param, value in moved:
+            if is_param:
+                getattr(mod, attr).data = value
+            else:
+                setattr(mod, attr, value)
 
     # -- printing
     def extra_repr(self) -> str:
@@ -278,6 +300,38 @@ class Module:
             body = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
+
+
+def _stage(key, value, current):
+    """(problem or None, host array of the target's dtype) for one state-dict entry."""
+    try:
+        arr = backend.to_numpy(value) if backend.is_cupy_array(value) else np.asarray(value)
+    except Exception as e:  # a ragged list, an object that is not array-like
+        return f"{key}: expected an array, got {type(value).__name__} ({e})", None
+    if current is None:
+        return None, arr.copy()
+    want = tuple(current.shape)
+    if tuple(arr.shape) != want:
+        return f"{key}: expected shape {want}, got {tuple(arr.shape)}", None
+    dt = np.dtype(current.dtype)
+    kinds = {"f": "f", "i": "iu", "u": "iu", "b": "b", "c": "c"}.get(dt.kind, dt.kind)
+    if arr.dtype.kind not in kinds:
+        return f"{key}: expected a {dt} array, got dtype {arr.dtype} (not converted)", None
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            return f"{key}: expected finite values, got NaN/Inf", None
+        with np.errstate(over="ignore"):
+            cast = arr.astype(dt)
+        if not np.isfinite(cast).all():
+            return (f"{key}: values up to {float(np.abs(arr).max()):.3g} overflow {dt} "
+                    f"(max {float(np.finfo(dt).max):.3g}) when cast from {arr.dtype}"), None
+        return None, cast
+    if arr.dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dt)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            return f"{key}: values in [{lo}, {hi}] do not fit {dt}", None
+    return None, arr.astype(dt)
 
 
 class Sequential(Module):
@@ -310,14 +364,29 @@ class Sequential(Module):
         return iter(self._children.values())
 
     def forward(self, x):
+        shared = self._shared()
+        if shared:
+            return _forward_shared(self, shared, x)
         for layer in self._children.values():
             x = layer.forward(x)
         return x
+
+    def _shared(self) -> dict:
+        """{position: [modules there that other positions use too]}: weight sharing."""
+        key = tuple(id(m) for m in self._children.values())
+        cached = self.__dict__.get("_shared_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _shared_positions(list(self._children.values())))
+            object.__setattr__(self, "_shared_cache", cached)
+        return cached[1]
 
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False: then the layers in front of the first
         layer with parameters are skipped and that layer is asked for its grads only."""
         layers = list(self._children.values())
+        if self._shared():
+            dx = _backward_shared(self, layers, dy)
+            return dx if need_input_grad else None
         if need_input_grad:
             return _backward_chain(layers, dy)
         first = next((i for i, m in enumerate(layers) if m.parameters()), len(layers))
@@ -325,6 +394,59 @@ class Sequential(Module):
         if first < len(layers):
             layers[first].backward(dy, need_input_grad=False)
         return None
+
+
+# ---------------------------------------------------------------- weight sharing
+#
+# A module may sit at several positions of one Sequential (tied weights: the same Linear
+# applied twice). Its parameters are listed once, and every use's backward adds into the
+# same Parameter.grad, so the gradient is the sum over the uses. What each use's backward
+# needs (the per-call cache a layer keeps in plain attributes, and the scratch arrays that
+# cache may point into) is saved per position after that use's forward and put back
+# before that use's backward. Parameters, buffers and child modules are not part of it.
+
+_NOT_PER_CALL = ("_params", "_buffers", "_children", "training", "device")
+
+
+def _shared_positions(layers) -> dict:
+    where = {}
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            where.setdefault(id(m), (m, set()))[1].add(i)
+    shared = {}
+    for m, positions in where.values():
+        if len(positions) > 1:
+            for i in positions:
+                shared.setdefault(i, []).append(m)
+    return shared
+
+
+def _per_call_state(m) -> dict:
+    skip = set(m._params) | set(m._buffers) | set(m._children)
+    return {k: v for k, v in m.__dict__.items() if k not in skip and k not in _NOT_PER_CALL}
+
+
+def _forward_shared(seq, shared, x):
+    scratch = seq.__dict__.setdefault("_shared_scratch", {})  # per (position, module), kept across steps
+    saved = {}
+    for i, layer in enumerate(seq._children.values()):
+        for m in shared.get(i, ()):
+            object.__setattr__(m, "_scratch_bufs", scratch.setdefault((i, id(m)), {}))
+        x = layer.forward(x)
+        if i in shared:
+            saved[i] = [(m, _per_call_state(m)) for m in shared[i]]
+    object.__setattr__(seq, "_shared_calls", saved)
+    return x
+
+
+def _backward_shared(seq, layers, dy):
+    saved = seq.__dict__.get("_shared_calls") or {}
+    for i in range(len(layers) - 1, -1, -1):
+        for m, state in saved.get(i, ()):
+            for k, v in state.items():
+                object.__setattr__(m, k, v)
+        dy = layers[i].backward(dy)
+    return dy
 
 
 def _backward_chain(layers, dy):

@@ -87,6 +87,8 @@ def check_inputs(name, logits, target, label_smoothing, ignore_index, reduction=
     check_contiguous(name, "logits", logits)
     soft = _check_target(name, logits, target)
     check_options(name, label_smoothing, ignore_index, reduction, check_labels)
+    if N == 0 and reduction == "mean":  # 0/0: a NaN loss; "sum" and "none" are defined
+        raise ShapeError(f"{name}: expected at least one row for reduction='mean', got logits of shape {(N, C)}")
     if out is not None:
         check_like(name, "out", out, logits, "logits")
         check_contiguous(name, "out", out)

@@ -249,12 +249,16 @@ class Optimizer:
         hyper = self._check_one_hyper("hyper", d["hyper"], problems)
         groups = self._check_groups(d, hyper, problems)
         step = d["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            problems.append(f"step: expected a non-negative int, got {step!r}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**63:
+            problems.append(f"step: expected an int in [0, 2^63), got {step!r:.40}")
         shapes = [list(p.shape) for p in self.params]
         got_shapes = d.get("param_shapes", shapes)
-        if [list(s) for s in got_shapes] != shapes:
-            problems.append(f"param_shapes: expected {shapes}, got {[list(s) for s in got_shapes]}")
+        try:
+            got_shapes = [list(s) for s in got_shapes]
+        except TypeError:
+            pass
+        if got_shapes != shapes:
+            problems.append(f"param_shapes: expected {shapes}, got {got_shapes!r:.200}")
         if not problems:
             problems += self._check_buffers(groups, int(step), d["buffers"])
         if problems:
@@ -275,9 +279,10 @@ class Optimizer:
         if unexpected:
             problems.append(f"unexpected buffers {unexpected}")
         for key in sorted(expected & set(buffers)):
-            want = tuple(self.params[int(key.split('.')[0])].shape)
-            if tuple(np.shape(buffers[key])) != want:
-                problems.append(f"buffer {key}: expected shape {want}, got {tuple(np.shape(buffers[key]))}")
+            p = self.params[int(key.split('.')[0])]
+            problem = _check_buffer(key, buffers[key], tuple(p.shape), np.dtype(p.dtype))
+            if problem:
+                problems.append(problem)
         return problems
 
     def load_state_dict(self, d: dict) -> None:
@@ -298,6 +303,21 @@ class Optimizer:
     def __repr__(self):
         groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyper().items()) + groups + ")"
+
+
+def _check_buffer(key, value, want, dt):
+    """A problem with one saved buffer (shape, dtype kind, finiteness, cast overflow), or None."""
+    if tuple(np.shape(value)) != want:
+        return f"buffer {key}: expected shape {want}, got {tuple(np.shape(value))}"
+    arr = backend.to_numpy(value) if backend.is_cupy_array(value) else np.asarray(value)
+    if arr.dtype.kind != "f":
+        return f"buffer {key}: expected a floating array ({dt}), got dtype {arr.dtype}"
+    if not np.isfinite(arr).all():
+        return f"buffer {key}: expected finite values, got NaN/Inf"
+    with np.errstate(over="ignore"):
+        if not np.isfinite(arr.astype(dt)).all():
+            return f"buffer {key}: values overflow {dt} when cast from {arr.dtype}"
+    return None
 
 
 # ---------------------------------------------------------------- gradient clipping

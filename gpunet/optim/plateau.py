@@ -122,6 +122,17 @@ class ReduceLROnPlateau:
                 "last_epoch": self.last_epoch, "lrs": None if self.writes else list(self._lrs)}
 
     def load_state_dict(self, d: dict) -> None:
+        self.check_state_dict(d)
+        self.best = float(d["best"])
+        self.num_bad_epochs, self.cooldown_counter, self.last_epoch = (
+            int(d[k]) for k in ("num_bad_epochs", "cooldown_counter", "last_epoch"))
+        if not self.writes:  # detached: the lrs it computed (older state dicts: the optimizer's)
+            lrs = d.get("lrs")
+            self._lrs = [float(g["lr"]) for g in self.optimizer.param_groups] if lrs is None else list(lrs)
+        self.lr = self.lrs[0]
+
+    def check_state_dict(self, d: dict) -> None:
+        """Raise CheckpointError unless `d` fits this scheduler; changes nothing."""
         if not isinstance(d, dict) or d.get("type") != "ReduceLROnPlateau":
             raise CheckpointError(f"ReduceLROnPlateau.load_state_dict: expected its state dict, got {d!r}")
         problems = []
@@ -140,12 +151,6 @@ class ReduceLROnPlateau:
             problems.append(f"best: expected a number, got {best!r}")
         if problems:
             raise CheckpointError("ReduceLROnPlateau.load_state_dict: " + "; ".join(problems))
-        self.best = float(best)
-        self.num_bad_epochs, self.cooldown_counter, self.last_epoch = (int(counts[k]) for k in counts)
-        if not self.writes:  # detached: the lrs it computed (older state dicts: the optimizer's)
-            lrs = d.get("lrs")
-            self._lrs = [float(g["lr"]) for g in self.optimizer.param_groups] if lrs is None else list(lrs)
-        self.lr = self.lrs[0]
 
     def __repr__(self):
         return (f"ReduceLROnPlateau(monitor={self.monitor!r}, mode={self.mode!r}, factor={self.factor}, "

@@ -313,6 +313,14 @@ class Scheduler:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore t and the base lrs (and re-apply the lr). The schedule and unit must match."""
+        self.check_state_dict(d)
+        bases = d.get("base_lrs", [d.get("base_lr")])  # older state dicts hold base_lr only
+        self.t, self.base_lrs = int(d["t"]), [float(b) for b in bases]
+        self.base_lr = self.base_lrs[0]
+        self._apply()
+
+    def check_state_dict(self, d: dict) -> None:
+        """Raise CheckpointError unless `d` fits this scheduler; changes nothing."""
         problems = []
         if not isinstance(d, dict) or d.get("type") != "Scheduler":
             raise CheckpointError(f"Scheduler.load_state_dict: expected a Scheduler state dict, got {d!r}")
@@ -326,13 +334,11 @@ class Scheduler:
         bases = d.get("base_lrs", [d.get("base_lr")])  # older state dicts hold base_lr only
         if not isinstance(bases, list) or len(bases) != len(self.base_lrs):
             problems.append(f"base_lrs: expected {len(self.base_lrs)} (one per parameter group), got {bases!r}")
-        elif not all(not isinstance(b, bool) and isinstance(b, numbers.Real) and b >= 0 for b in bases):
-            problems.append(f"base_lr: expected non-negative numbers, got {bases!r}")
+        elif not all(not isinstance(b, bool) and isinstance(b, numbers.Real) and b >= 0 and math.isfinite(b)
+                     for b in bases):
+            problems.append(f"base_lr: expected finite non-negative numbers, got {bases!r}")
         if problems:
             raise CheckpointError("Scheduler.load_state_dict: " + "; ".join(problems))
-        self.t, self.base_lrs = int(t), [float(b) for b in bases]
-        self.base_lr = self.base_lrs[0]
-        self._apply()
 
     def __repr__(self):
         return f"Scheduler({self.schedule!r}, unit={self.unit!r}, t={self.t}, lr={self.lr:g})"
