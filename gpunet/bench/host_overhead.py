@@ -110,15 +110,16 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=2000, help="calls per timed batch")
     p.add_argument("--repeats", type=int, default=21, help="timed batches; the median is kept")
     args = p.parse_args(argv)
-    saved = backend._import_cupy, backend._status_cache, dict(backend._devices)
+    saved = backend._import_cupy, backend._status_cache, dict(backend._devices), backend._toolchain_problem
     fake = null_cupy()
     backend._import_cupy = lambda: fake
     backend._status_cache = None
+    backend._toolchain_problem = lambda cupy: None  # a null CuPy compiles nothing: only host work is timed
     _kernels.reset_caches()
     try:
         return run(args)
     finally:   # leave the process as it was (tests call main)
-        backend._import_cupy, backend._status_cache = saved[0], saved[1]
+        backend._import_cupy, backend._status_cache, backend._toolchain_problem = saved[0], saved[1], saved[3]
         backend._devices.clear()
         backend._devices.update(saved[2])
         _kernels.reset_caches()

@@ -22,8 +22,18 @@ from pathlib import Path
 from ..errors import GpunetValueError
 from .base import Result, environment, save, show  # noqa: F401
 
-# docs/results/ of a source checkout (absent from an installed wheel: pass results= then)
+# docs/results/ of the source checkout this module lives in (absent from an installed wheel)
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def results_dir() -> Path:
+    """The committed results: the source checkout's docs/results, else ./docs/results (an
+    installed gpunet run from a checkout); pass results= (--results) for any other place."""
+    for root in (RESULTS, Path.cwd() / "docs" / "results"):
+        if root.is_dir():
+            return root
+    raise GpunetValueError(f"committed results: expected a docs/results folder at {RESULTS} or in the current "
+                           f"folder, found none; run from a gpunet checkout or pass --results DIR")
 
 # name -> module (in the order of docs/experiments.md)
 REGISTRY = {
@@ -95,7 +105,7 @@ def run(name: str, quick: bool = False, device: str = "cpu", out=None) -> Result
 def committed_path(name: str, quick: bool, results=None) -> Path:
     """Where the committed result of `name` lives: RESULTS/<name>.json or RESULTS/quick/<name>.json."""
     get(name)
-    root = Path(results) if results is not None else RESULTS
+    root = Path(results) if results is not None else results_dir()
     return (root / "quick" if quick else root) / f"{name}.json"
 
 

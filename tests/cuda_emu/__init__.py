@@ -25,6 +25,9 @@ def install(monkeypatch, n_devices=1):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(backend, "_import_cupy", lambda: fake)
     monkeypatch.setattr(backend, "_status_cache", None)
+    # The stand-in runs gpunet's own kernels; the probe's NVRTC/cuRAND toolchain check has its
+    # own tests (tests/test_gpu_path.py) against a stand-in built for it.
+    monkeypatch.setattr(backend, "_toolchain_problem", lambda cupy: None)
     monkeypatch.setattr(backend, "_devices", {k: v for k, v in backend._devices.items() if k == "cpu"})
     monkeypatch.setattr(_kernels, "_functions", {})
     monkeypatch.setattr(_kernels, "_root", [])
