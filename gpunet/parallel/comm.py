@@ -61,17 +61,22 @@ class LocalCommunicator(Communicator):
         if len(buffers) < 2:
             return
         home = backend.device_of(buffers[0])
-        total = buffers[0].copy()
-        for b in buffers[1:]:
-            total += home.asarray(b)
+        with home:  # every write runs with its buffer's device current (copies are event-ordered)
+            total = buffers[0].copy()
+            for b in buffers[1:]:
+                total += home.asarray(b)
         for b in buffers:
-            b[...] = backend.device_of(b).asarray(total)
+            dev = backend.device_of(b)
+            with dev:
+                b[...] = dev.asarray(total)
 
     def broadcast(self, buffers, root=0):
         src = buffers[root]
         for i, b in enumerate(buffers):
             if i != root:
-                b[...] = backend.device_of(b).asarray(src)
+                dev = backend.device_of(b)
+                with dev:
+                    b[...] = dev.asarray(src)
 
 
 class NcclCommunicator(Communicator):
