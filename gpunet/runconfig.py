@@ -144,6 +144,8 @@ def build_model(cfg: TrainConfig, sample_shape, classes: int):
         return models.softmax_regression(c * h * w, classes, init=cfg.init)
     if cfg.model == "small_cnn":
         return models.small_cnn(in_channels=c, classes=classes, image_size=h)
+    if cfg.model in ("resnet20", "resnet8"):  # smaller images are zero-padded to 32×32 in the model
+        return models.get(cfg.model)(in_channels=c, classes=classes, image_size=h)
     return models.tf_cifar10_cnn(classes=classes)
 
 

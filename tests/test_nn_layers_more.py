@@ -265,3 +265,10 @@ def test_tf_cifar10_cnn_norm_layers():
     assert "LocalResponseNorm" not in bn and bn.count("BatchNorm2d") == 2
     both = kinds(gn.models.tf_cifar10_cnn(batchnorm=True, lrn=True))
     assert both.count("LocalResponseNorm") == 2 and both.count("BatchNorm2d") == 2
+
+
+def test_gpunet_train_builds_the_padded_resnet_for_28x28_images():
+    from gpunet import runconfig
+    cfg = runconfig.resolve({"model": "resnet20", "dataset": "fashion-mnist"})
+    model = runconfig.build_model(cfg, (1, 28, 28), 10)
+    assert isinstance(model[0], nn.ZeroPad2d) and sum(p.size for p in model.parameters()) == 272_186
