@@ -110,8 +110,9 @@ class Conv2d(RegularizedLayer):
         eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
         if x.shape[2] + t + b < eh or x.shape[3] + l + r < ew:
             raise self._shape_error(f"H + {t + b} >= {eh} and W + {l + r} >= {ew} (the kernel must fit)", x)
-        if self.padding_mode in ("reflect", "circular") and (max(t, b) > x.shape[2] - (self.padding_mode == "reflect")
-                                                             or max(l, r) > x.shape[3] - (self.padding_mode == "reflect")):
+        # reflect mirrors without the edge: a pad needs a larger side; circular wraps once at most
+        limit = {"reflect": 1, "circular": 0}.get(self.padding_mode)
+        if limit is not None and (max(t, b) > x.shape[2] - limit or max(l, r) > x.shape[3] - limit):
             raise self._shape_error(f"H and W larger than the padding {self.pads} "
                                     f"(padding_mode={self.padding_mode!r})", x)
         self._check_float(x, self.weight.dtype)

@@ -85,11 +85,11 @@ class ConvTranspose2d(RegularizedLayer):
         Ho, Wo = self._out_hw(H, W)
         g, L = self.groups, N * H * W
         x3 = xp.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(g, C // g, L)  # kept for dW
-        cols = self._scratch("cols", (g, self.out_channels // g * self.kernel_size[0] * self.kernel_size[1], L),
-                             x.dtype)
+        K = self.out_channels // g * self.kernel_size[0] * self.kernel_size[1]
+        cols = self._scratch("cols", (g, K, L), x.dtype)
         _gemm(xp, self._w3().transpose(0, 2, 1), x3, cols)               # (g, O/g·kh·kw, L)
         cols = cols.reshape(self.out_channels, *self.kernel_size, N, H, W)
-        y = col2im(cols, (N, self.out_channels, Ho, Wo), *self.stride, *self.padding, *self.dilation)  # a new array
+        y = col2im(cols, (N, self.out_channels, Ho, Wo), *self.stride, *self.padding, *self.dilation)  # new
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
         self._cache = (x3, x.shape, y.shape)

@@ -1,9 +1,9 @@
 """Local response normalisation across channels (Krizhevsky et al. 2012), PyTorch's form.
 
-    x (N, C, *):  s[c] = k + (alpha / size) · Σ_{c' = c − size//2}^{c + (size − 1)//2} x[c']²
+    x (N, C, *):  s[c] = k + (alpha / size)·Σ_{c' = c − size//2}^{c + (size − 1)//2} x[c']²
                   y[c] = x[c] · s[c]^−beta                 (channels outside 0..C−1 count as 0)
-    backward:     dx[c] = dy[c]·s[c]^−beta − (2·alpha·beta / size) · x[c] · Σ_{c' : c ∈ window(c')} t[c'],
-                  t = dy · y / s   (= dy·x·s^(−beta−1)); c ∈ window(c') ⇔ c − (size−1)//2 ≤ c' ≤ c + size//2
+    backward:     dx[c] = dy[c]·s[c]^−beta − (2·alpha·beta/size)·x[c]·Σ_{c': c ∈ window(c')} t[c']
+                  t = dy·y/s;  c ∈ window(c') ⇔ c − (size−1)//2 ≤ c' ≤ c + size//2
 
 Both channel sums are `size` slice adds over a channel-padded copy (no cumulative sums,
 so no cancellation). TensorFlow's tf.nn.lrn(depth_radius=r, bias, alpha, beta) is

@@ -1,10 +1,10 @@
 """Smooth activations: GELU, SiLU, ELU, Softplus. Each keeps x (and what its backward reuses).
 
-    GELU:     y = x·Φ(x), Φ(x) = erfc(−x/√2)/2              dx = dy·(Φ(x) + x·φ(x))      (Hendrycks & Gimpel 2016)
-      tanh:   y = x·σ(2u), u = √(2/π)·(x + 0.044715·x³)      dx = dy·(σ + 2x·σ(1 − σ)·u')
-    SiLU:     y = x·σ(x)                                     dx = dy·σ·(1 + x·(1 − σ))    (Elfwing et al. 2018)
-    ELU:      y = x if x > 0 else alpha·(e^x − 1)            dx = dy·(1 if x > 0 else alpha·e^x)  (Clevert et al. 2016)
-    Softplus: y = log(1 + e^(βx))/β, or x where βx > threshold   dx = dy·σ(βx), or dy
+    GELU:     y = x·Φ(x), Φ(x) = erfc(−x/√2)/2        dx = dy·(Φ(x) + x·φ(x))   Hendrycks, Gimpel 2016
+      tanh:   y = x·σ(2u), u = √(2/π)·(x + 0.044715·x³)   dx = dy·(σ + 2x·σ(1 − σ)·u')
+    SiLU:     y = x·σ(x)                              dx = dy·σ·(1 + x·(1 − σ))   Elfwing et al. 2018
+    ELU:      y = x if x > 0 else alpha·(e^x − 1)     dx = dy·(1 or alpha·e^x)    Clevert et al. 2016
+    Softplus: y = log(1 + e^(βx))/β, or x where βx > threshold;   dx = dy·σ(βx), or dy
 
 σ(2u) is (1 + tanh u)/2 without the cancellation of 1 + tanh u for u << 0, and Φ uses
 erfc, so both GELUs keep their relative accuracy in the left tail. PyTorch evaluates
@@ -13,9 +13,10 @@ and differ beyond (at x = −10 PyTorch's exact GELU is −0.0, this one −7.6e
 
 NumPy has no erf, so `erfc` below is evaluated from two classic expansions in float64
 (Abramowitz & Stegun 7.1.6 and 7.1.14):
-    |t| < 1.5:  erf(t) = (2/√π)·e^(−t²)·Σ_k 2^k·t^(2k+1)/(1·3···(2k+1))   (positive terms: no cancellation)
+    |t| < 1.5:  erf(t) = (2/√π)·e^(−t²)·Σ_k 2^k·t^(2k+1)/(1·3···(2k+1))    (positive terms)
     |t| ≥ 1.5:  erfc(t) = e^(−t²)/√π · 1/(t + (1/2)/(t + 1/(t + (3/2)/(t + ...))))   (80 levels)
-e^(−t²) is split so that t² is not rounded. Relative error below 3e-14 over the real line; one xp code path (CuPy has no erf without SciPy).
+e^(−t²) is split so that t² is not rounded. Relative error below 3e-14 over the real
+line; one xp code path (CuPy has no erf without SciPy).
 """
 from __future__ import annotations
 
