@@ -183,7 +183,7 @@ def test_global_average_pool_is_the_mean(dev):
 
 
 def test_conv1d_weight_layout_and_repr():
-    layer = nn.Conv1d(4, 6, 5, stride=2, padding="same" if False else 2, groups=2, dilation=3)
+    layer = nn.Conv1d(4, 6, 5, stride=2, padding=2, groups=2, dilation=3)
     assert layer.weight.shape == (6, 2, 5)
     assert repr(layer) == "Conv1d(4→6, kernel_size=5, stride=2, padding=2, dilation=3, groups=2)"
     assert repr(nn.Conv2d(2, 2, 3, padding="same", padding_mode="circular")) == \
