@@ -9,8 +9,9 @@ into the equivalent `torch.nn.Sequential` with `load_state_dict`, and back.
     load_safetensors(model, "model.safetensors")    # validated: on error nothing changes
     export_onnx(model, "model.onnx", (1, 28, 28))   # inference graph (eval mode), opset 17
 
-ONNX export covers the layers of the model zoo (Flatten, Linear, Conv2d, BatchNorm1d/2d,
-MaxPool2d, AvgPool2d, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Dropout as identity);
+ONNX export covers the layers of the model zoo (Flatten, Linear, Conv2d with groups and
+dilation, BatchNorm1d/2d, MaxPool2d, AvgPool2d, LocalResponseNorm, ZeroPad2d, global
+AdaptiveAvgPool2d, Residual, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Identity, Dropout as identity);
 any other layer is refused by name. Needs `pip install safetensors onnx` (extra "interop").
 """
 from __future__ import annotations
@@ -85,11 +86,15 @@ def _onnx_nodes(layer, name, x, out, h, add_init):
             ins.append(add_init(f"{name}.bias", layer.bias.data))
         return [h.make_node("Gemm", ins, [out], transB=1)]
     if isinstance(layer, nn.Conv2d):
+        if layer.padding_mode != "zeros":
+            raise GpunetValueError(f"export_onnx: layer {name} Conv2d expected padding_mode='zeros' (ONNX Conv pads "
+                                   f"with zeros), got {layer.padding_mode!r}")
         ins = [x, add_init(f"{name}.weight", layer.weight.data)]
         if layer.bias is not None:
             ins.append(add_init(f"{name}.bias", layer.bias.data))
-        return [h.make_node("Conv", ins, [out], kernel_shape=list(layer.kernel_size),
-                            strides=list(layer.stride), pads=attr_pads(layer.padding))]
+        t, b, l, r = layer.pads
+        return [h.make_node("Conv", ins, [out], kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                            dilations=list(layer.dilation), group=int(layer.groups), pads=[t, l, b, r])]
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
         c = layer.num_features
         dt = layer.running_mean.dtype
@@ -101,10 +106,33 @@ def _onnx_nodes(layer, name, x, out, h, add_init):
         return [h.make_node("BatchNormalization", ins, [out], epsilon=float(layer.eps))]
     if isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
         op = "MaxPool" if isinstance(layer, nn.MaxPool2d) else "AveragePool"
-        kw = {"count_include_pad": 1} if op == "AveragePool" else {}
+        kw = {"count_include_pad": int(layer.count_include_pad)} if op == "AveragePool" else {}
         return [h.make_node(op, [x], [out], kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                            pads=attr_pads(layer.padding), **kw)]
-    simple = {nn.ReLU: "Relu", nn.Sigmoid: "Sigmoid", nn.Tanh: "Tanh", nn.Dropout: "Identity"}
+                            pads=attr_pads(layer.padding), ceil_mode=int(layer.ceil_mode), **kw)]
+    if isinstance(layer, nn.LocalResponseNorm):
+        if layer.size % 2 == 0:  # ONNX centres an even window one channel later than PyTorch and gpunet
+            raise GpunetValueError(f"export_onnx: layer {name} LocalResponseNorm expected an odd size (ONNX and "
+                                   f"gpunet place an even window differently), got {layer.size}")
+        return [h.make_node("LRN", [x], [out], size=int(layer.size), alpha=float(layer.alpha),
+                            beta=float(layer.beta), bias=float(layer.k))]
+    if isinstance(layer, nn.ZeroPad2d):
+        left, right, top, bottom = layer.padding
+        pads = add_init(f"{name}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64))
+        return [h.make_node("Pad", [x, pads], [out], mode="constant")]
+    if isinstance(layer, nn.AdaptiveAvgPool2d) and tuple(layer.output_size) == (1, 1):
+        return [h.make_node("GlobalAveragePool", [x], [out])]
+    if isinstance(layer, nn.Residual):
+        y, nodes = _onnx_chain(layer.body, f"{name}.body", x, h, add_init)
+        s = x
+        if layer.shortcut is not None:
+            s, more = _onnx_chain(layer.shortcut, f"{name}.shortcut", x, h, add_init)
+            nodes += more
+        return nodes + [h.make_node("Add", [y, s], [out])]
+    if isinstance(layer, nn.Sequential):
+        y, nodes = _onnx_chain(layer, name, x, h, add_init)
+        return nodes + [h.make_node("Identity", [y], [out])]
+    simple = {nn.ReLU: "Relu", nn.Sigmoid: "Sigmoid", nn.Tanh: "Tanh", nn.Dropout: "Identity",
+              nn.Identity: "Identity"}
     for cls, op in simple.items():
         if isinstance(layer, cls):
             return [h.make_node(op, [x], [out])]
@@ -113,7 +141,18 @@ def _onnx_nodes(layer, name, x, out, h, add_init):
     if isinstance(layer, nn.Softmax):
         return [h.make_node("Softmax", [x], [out], axis=int(layer.axis))]
     raise GpunetValueError(f"export_onnx: layer {name} expected one of Flatten, Linear, Conv2d, BatchNorm, "
-                           f"MaxPool2d, AvgPool2d, an activation or Dropout, got {type(layer).__name__}")
+                           f"MaxPool2d, AvgPool2d, LocalResponseNorm, ZeroPad2d, AdaptiveAvgPool2d(1), "
+                           f"Residual, Sequential, an activation, Identity or Dropout, got {type(layer).__name__}")
+
+
+def _onnx_chain(seq, prefix, x, h, add_init):
+    """(name of the last output, nodes) of a nested Sequential, its layers named prefix.i."""
+    nodes = []
+    for key, layer in seq._children.items():
+        out = f"{prefix}.{key}.out"
+        nodes += _onnx_nodes(layer, f"{prefix}.{key}", x, out, h, add_init)
+        x = out
+    return x, nodes
 
 
 def export_onnx(model, path, input_shape, opset: int = ONNX_OPSET) -> Path:

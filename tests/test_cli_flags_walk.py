@@ -23,7 +23,8 @@ ALT = {"dataset": "mnist", "model": "small_cnn", "hidden": "32", "epochs": 3, "b
        "accumulate": 4}
 MODEL_FLAGS = ("hidden", "dropout", "init", "seed", "dtype")
 OPT_FLAGS = ("lr", "momentum", "weight_decay", "optimizer")
-SHAPES = {"mlp": (1, 8, 8), "softmax_regression": (1, 8, 8), "small_cnn": (1, 8, 8), "tf_cifar10_cnn": (3, 24, 24)}
+SHAPES = {"mlp": (1, 8, 8), "softmax_regression": (1, 8, 8), "small_cnn": (1, 8, 8), "tf_cifar10_cnn": (3, 24, 24),
+          "resnet20": (1, 8, 8), "resnet8": (1, 8, 8)}
 
 
 def test_every_field_is_walked():

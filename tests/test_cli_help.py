@@ -33,7 +33,7 @@ def test_every_flag_has_a_help_line(name):
 
 def test_train_help_lists_choices_and_typed_defaults():
     helps = {a.dest: a.help for a in _sub("train")._actions}
-    assert "one of: mlp, small_cnn, softmax_regression, tf_cifar10_cnn" in helps["model"]
+    assert "one of: mlp, resnet20, resnet8, small_cnn, softmax_regression, tf_cifar10_cnn" in helps["model"]
     assert "one of: sgd, adagrad, rmsprop, adam, adamw, nadam, radam" in helps["optimizer"]
     assert "one of: float32, float64" in helps["dtype"] and "he_normal" in helps["init"]
     assert "(default <dataset>-<model>)" in helps["name"]

@@ -26,7 +26,9 @@ ZOO = {  # gpunet model, the torch.nn equivalent (same indices), one sample's sh
     "tf_cifar10_cnn": (lambda: models.tf_cifar10_cnn(10),
                        lambda: torch.nn.Sequential(
                            torch.nn.Conv2d(3, 64, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
-                           torch.nn.Conv2d(64, 64, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
+                           torch.nn.LocalResponseNorm(9, alpha=0.001, beta=0.75, k=1.0),
+                           torch.nn.Conv2d(64, 64, 5, padding=2), torch.nn.ReLU(),
+                           torch.nn.LocalResponseNorm(9, alpha=0.001, beta=0.75, k=1.0), torch.nn.MaxPool2d(3, 2, 1),
                            torch.nn.Flatten(), torch.nn.Linear(2304, 384), torch.nn.ReLU(),
                            torch.nn.Linear(384, 192), torch.nn.ReLU(), torch.nn.Linear(192, 10)), (3, 24, 24)),
 }
@@ -126,3 +128,36 @@ def test_torch_device_objects_are_understood():
     if not gn.is_gpu_available():
         with pytest.raises(gn.DeviceError, match="device 'cuda:0': no usable GPU"):
             models.mlp([4, 2]).to(torch.device("cuda:0"))
+
+
+ONNX_ONLY = {  # models without a hand-built torch twin: checked against onnxruntime only
+    "resnet8 (Residual, ZeroPad2d, global pooling)": (lambda: models.resnet8(1, 10, 28), (1, 28, 28)),
+    "grouped, dilated, asymmetric 'same' conv; ceil_mode pools": (
+        lambda: gn.nn.Sequential(gn.nn.Conv2d(2, 4, 3, padding="same", dilation=2, groups=2),
+                                 gn.nn.ReLU(), gn.nn.MaxPool2d(3, stride=2, ceil_mode=True),
+                                 gn.nn.Conv2d(4, 4, 2, padding="same"),
+                                 gn.nn.AvgPool2d(2, padding=1, count_include_pad=False, ceil_mode=True),
+                                 gn.nn.Flatten(), gn.nn.Linear(36, 5)), (2, 9, 9)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONNX_ONLY))
+def test_onnx_export_of_the_newer_layers_matches_forward(name, tmp_path):
+    gn.manual_seed(0)
+    build, shape = ONNX_ONLY[name]
+    model = build()
+    x = _trained_state(model, shape)
+    path = interop.export_onnx(model, tmp_path / "m.onnx", shape)
+    sess = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(["logits"], {"input": x})[0], model.forward(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer,match", [
+    (lambda: gn.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), "padding_mode='zeros'"),
+    (lambda: gn.nn.LocalResponseNorm(4), "odd size"),
+])
+def test_onnx_export_refuses_what_onnx_would_compute_differently(layer, match, tmp_path):
+    model = gn.nn.Sequential(layer(), gn.nn.Flatten())
+    with pytest.raises(gn.GpunetValueError, match=match):
+        interop.export_onnx(model, tmp_path / "m.onnx", (1, 6, 6))
+    assert not (tmp_path / "m.onnx").exists()

@@ -28,7 +28,8 @@ def available() -> bool:
 
 
 def _pool_kwargs(layer):
-    return dict(kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding)
+    return dict(kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                ceil_mode=layer.ceil_mode)
 
 
 def _twin_layer(torch, layer):
@@ -36,25 +37,29 @@ def _twin_layer(torch, layer):
     tnn = torch.nn
     if isinstance(layer, nn.Linear):
         return tnn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    if isinstance(layer, nn.Conv2d):
+    if type(layer) is nn.Conv2d:
         return tnn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                          padding=layer.padding, bias=layer.bias is not None)
+                          padding=layer.padding, bias=layer.bias is not None, dilation=layer.dilation,
+                          groups=layer.groups, padding_mode=layer.padding_mode)
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
         cls = tnn.BatchNorm2d if isinstance(layer, nn.BatchNorm2d) else tnn.BatchNorm1d
-        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine)
+        return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
+                   track_running_stats=layer.track_running_stats)
+    if isinstance(layer, nn.LocalResponseNorm):
+        return tnn.LocalResponseNorm(layer.size, alpha=layer.alpha, beta=layer.beta, k=layer.k)
     if isinstance(layer, nn.Flatten):
         return tnn.Flatten(layer.start_dim, layer.end_dim)
     if isinstance(layer, nn.MaxPool2d):
         return tnn.MaxPool2d(**_pool_kwargs(layer))
     if isinstance(layer, nn.AvgPool2d):
-        return tnn.AvgPool2d(**_pool_kwargs(layer), count_include_pad=True)
+        return tnn.AvgPool2d(**_pool_kwargs(layer), count_include_pad=layer.count_include_pad)
     if isinstance(layer, nn.LeakyReLU):
         return tnn.LeakyReLU(layer.negative_slope)
     simple = {nn.ReLU: tnn.ReLU, nn.Tanh: tnn.Tanh, nn.Sigmoid: tnn.Sigmoid}
     for cls, twin in simple.items():
         if isinstance(layer, cls):
             return twin()
-    if isinstance(layer, nn.Dropout) and layer.scale:
+    if type(layer) is nn.Dropout and layer.scale:
         return tnn.Dropout(layer.p)
     raise GpunetValueError(f"torch twin: no PyTorch equivalent for layer {layer!r}")
 

@@ -133,7 +133,7 @@ AUGMENT_FLIP = ("cifar10", "fashion-mnist")  # mirror-symmetric classes; digits 
 MODEL_SETTINGS = {
     "hidden": ("mlp",),
     "dropout": ("mlp",),
-    "init": ("mlp", "softmax_regression", "small_cnn", "tf_cifar10_cnn"),
+    "init": ("mlp", "softmax_regression", "small_cnn", "tf_cifar10_cnn", "resnet20", "resnet8"),
 }
 OPTIMIZER_SETTINGS = {"momentum": ("sgd",)}
 WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is refused
@@ -305,6 +305,8 @@ def build_model(cfg: TrainConfig, sample_shape, classes: int):
         return models.softmax_regression(c * h * w, classes, init=cfg.init)
     if cfg.model == "small_cnn":
         return models.small_cnn(in_channels=c, classes=classes, image_size=h, init=cfg.init)
+    if cfg.model in ("resnet20", "resnet8"):  # smaller images are zero-padded to 32×32 in the model
+        return models.get(cfg.model)(in_channels=c, classes=classes, image_size=h, init=cfg.init)
     return models.tf_cifar10_cnn(classes=classes, init=cfg.init)
 
 

@@ -1,74 +1,155 @@
-"""2-d convolution (cross-correlation, as in PyTorch) by im2col and one GEMM.
+"""1-d and 2-d convolution (cross-correlation, as in PyTorch) by im2col and one GEMM per group.
 
-    x (N, C, H, W), W (O, C, kh, kw), b (O,) -> y (N, O, Ho, Wo)
-    y[n, o, ho, wo] = b[o] + Σ_{c,i,j} W[o, c, i, j] · xpad[n, c, sh·ho + i, sw·wo + j]
+    x (N, C, H, W), W (O, C/g, kh, kw), b (O,) -> y (N, O, Ho, Wo),  g = groups
+    y[n, o, ho, wo] = b[o] + Σ_{c∈group(o), i, j} W[o, c, i, j] · xpad[n, c, sh·ho + dh·i, sw·wo + dw·j]
+    Ho = (H + 2·ph − dh·(kh − 1) − 1) // sh + 1                        (Wo alike)
 
-With K = C·kh·kw and L = N·Ho·Wo, im2col gives cols (K, L), and
-    forward:  Y = W2 (O, K) @ cols (K, L)
-    backward: dW2 = dY (O, L) @ cols.T,  db = Σ_L dY,  dcols = W2.T @ dY -> col2im -> dx
-(Chellapilla et al. 2006; Caffe). cols is kept for backward in training mode (K× the
-input's size: it trades memory for skipping a second im2col); in eval mode only x is
-kept and backward rebuilds cols.
+With K = (C/g)·kh·kw and L = N·Ho·Wo, im2col gives cols (g, K, L), and per group
+    forward:  Y = W2 (O/g, K) @ cols (K, L)
+    backward: dW2 = dY (O/g, L) @ cols.T,  db = Σ_L dY,  dcols = W2.T @ dY -> col2im -> dx
+(Chellapilla et al. 2006; Caffe). groups = C = O is a depthwise convolution (a batch of
+1×K @ K×L products). cols is kept for backward in training mode (K× the input's size: it
+trades memory for skipping a second im2col); in eval mode only x is kept and backward
+rebuilds cols.
+
+Padding: an int or pair (zeros on both sides), "valid" (none) or "same" (stride 1 only:
+total dh·(kh − 1), the extra row of an even total at the bottom/right as in PyTorch);
+padding_mode "zeros", "reflect", "replicate" or "circular". Symmetric zero padding runs
+inside im2col; the other cases pad x explicitly first (_window.pad_mode) and fold the
+gradient back with its adjoint.
 """
 from __future__ import annotations
 
+from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
-from ._window import col2im, im2col, out_size
+from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def conv_padding(owner, padding, kernel_size, stride, dilation):
+    """(top, bottom, left, right) for an int, a pair, "valid" or "same"."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise GpunetValueError(f"{owner}: padding expected an int, a pair, 'valid' or 'same', "
+                                   f"got {padding!r}")
+        if stride != (1, 1):
+            raise GpunetValueError(f"{owner}: padding='same' expected stride 1 (as in PyTorch), got "
+                                   f"stride={stride}")
+        pads = []
+        for k, d in zip(kernel_size, dilation):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    ph, pw = int_pair(owner, "padding", padding, minimum=0)
+    return (ph, ph, pw, pw)
+
+
+def _gemm(xp, a, b, out=None):
+    """a (g, m, k) @ b (g, k, n) (into out (g, m, n)); one plain 2-d GEMM when g = 1."""
+    if a.shape[0] == 1:
+        r = xp.matmul(a[0], b[0], out=None if out is None else out[0])
+        return r[None]
+    return xp.matmul(a, b, out=out)
 
 
 class Conv2d(RegularizedLayer):
-    """NCHW convolution; weight (out_channels, in_channels, kh, kw), bias (out_channels,).
+    """NCHW convolution; weight (out_channels, in_channels/groups, kh, kw), bias (out_channels,).
 
-    kernel_size, stride and padding take an int or an (h, w) pair; padding is zeros.
-    init defaults to "glorot_uniform" with PyTorch fans (fan_in = in_channels·kh·kw).
+    kernel_size, stride, dilation and an int padding take an int or an (h, w) pair; padding
+    also takes "same" or "valid". init defaults to "glorot_uniform" with PyTorch fans
+    (fan_in = in_channels/groups·kh·kw); init="torch_default" draws PyTorch's default, and
+    then bias_init (None: zeros, or PyTorch's U(±1/sqrt(fan_in)) with "torch_default") too.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 init="glorot_uniform", bias_init="zeros", kernel_regularizer=None,
-                 activity_regularizer=None):
+                 init="glorot_uniform", bias_init=None, kernel_regularizer=None,
+                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
         super().__init__()
-        self.in_channels = positive_int("Conv2d", "in_channels", in_channels)
-        self.out_channels = positive_int("Conv2d", "out_channels", out_channels)
-        self.kernel_size = int_pair("Conv2d", "kernel_size", kernel_size)
-        self.stride = int_pair("Conv2d", "stride", stride)
-        self.padding = int_pair("Conv2d", "padding", padding, minimum=0)
-        has_bias = boolean("Conv2d", "bias", bias)
-        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        name = type(self).__name__
+        self.in_channels = positive_int(name, "in_channels", in_channels)
+        self.out_channels = positive_int(name, "out_channels", out_channels)
+        self.kernel_size = int_pair(name, "kernel_size", kernel_size)
+        self.stride = int_pair(name, "stride", stride)
+        self.dilation = int_pair(name, "dilation", dilation)
+        self.groups = positive_int(name, "groups", groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise GpunetValueError(f"{name}: groups expected to divide in_channels ({self.in_channels}) "
+                                   f"and out_channels ({self.out_channels}), got {groups!r}")
+        if padding_mode not in PADDING_MODES:
+            raise GpunetValueError(f"{name}: padding_mode expected one of {PADDING_MODES}, "
+                                   f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.pads = conv_padding(name, padding, self.kernel_size, self.stride, self.dilation)
+        self.padding = padding if isinstance(padding, str) else (self.pads[0], self.pads[2])
+        has_bias = boolean(name, "bias", bias)
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = Parameter(_init.initialize(init, shape, arg="init"))
+        bias_init = _init.bias_initializer(init, bias_init, shape)
         self.bias = Parameter(_init.initialize(bias_init, (self.out_channels,), arg="bias_init")) \
             if has_bias else None
         self._init_regularizers(kernel_regularizer, activity_regularizer)
         self._cache = None
 
+    @property
+    def _inside(self):
+        """True when im2col pads by itself: zeros, the same amount on both sides."""
+        t, b, l, r = self.pads
+        return self.padding_mode == "zeros" and t == b and l == r
+
     def _check_input(self, x):
         self._check_array(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise self._shape_error(f"(N, {self.in_channels}, H, W)", x)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
-            raise self._shape_error(f"H + 2·{ph} >= {kh} and W + 2·{pw} >= {kw} (the kernel must fit)", x)
+        t, b, l, r = self.pads
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        if x.shape[2] + t + b < eh or x.shape[3] + l + r < ew:
+            raise self._shape_error(f"H + {t + b} >= {eh} and W + {l + r} >= {ew} (the kernel must fit)", x)
+        # reflect mirrors without the edge: a pad needs a larger side; circular wraps once at most
+        limit = {"reflect": 1, "circular": 0}.get(self.padding_mode)
+        if limit is not None and (max(t, b) > x.shape[2] - limit or max(l, r) > x.shape[3] - limit):
+            raise self._shape_error(f"H and W larger than the padding {self.pads} "
+                                    f"(padding_mode={self.padding_mode!r})", x)
         self._check_float(x, self.weight.dtype)
 
+    def _out_hw(self, H, W):
+        t, b, l, r = self.pads
+        return (out_size(H + t + b, self.kernel_size[0], self.stride[0], 0, self.dilation[0]),
+                out_size(W + l + r, self.kernel_size[1], self.stride[1], 0, self.dilation[1]))
+
     def _cols(self, x, Ho, Wo):
-        """The (K, N·Ho·Wo) GEMM operand, in the layer's reused buffer."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        """The (K·g, N·Ho·Wo) GEMM operand, in the layer's reused buffer."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         out = self._scratch("cols", (self.in_channels * kh * kw, x.shape[0] * Ho * Wo), x.dtype)
-        return im2col(x, kh, kw, sh, sw, ph, pw, out=out).reshape(out.shape)
+        if self._inside:
+            ph, pw = self.pads[0], self.pads[2]
+        else:
+            x, ph, pw = pad_mode(x, self.pads, self.padding_mode), 0, 0
+        return im2col(x, kh, kw, sh, sw, ph, pw, out=out, dh=dh, dw=dw).reshape(out.shape)
+
+    def _w3(self):
+        """The weight as (g, O/g, K)."""
+        return self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
 
     def forward(self, x):
         self._check_input(x)
         xp = self.device.xp
         N, _, H, W = x.shape
-        Ho = out_size(H, self.kernel_size[0], self.stride[0], self.padding[0])
-        Wo = out_size(W, self.kernel_size[1], self.stride[1], self.padding[1])
-        cols = self._cols(x, Ho, Wo)                              # (K, N·Ho·Wo)
-        y = self._scratch("y", (self.out_channels, cols.shape[1]), x.dtype)
-        xp.matmul(self.weight.data.reshape(self.out_channels, -1), cols, out=y)  # (O, N·Ho·Wo)
+        Ho, Wo = self._out_hw(H, W)
+        cols = self._cols(x, Ho, Wo)                              # (g·K, N·Ho·Wo)
+        O, g, L = self.out_channels, self.groups, cols.shape[1]
+        # With N = 1 or O = 1 the (O, N, Ho, Wo) → NCHW transpose below is already contiguous
+        # and would return the GEMM's buffer itself: the next call would overwrite it.
+        y = xp.empty((O, L), dtype=x.dtype) if (N == 1 or O == 1) else self._scratch("y", (O, L), x.dtype)
+        _gemm(xp, self._w3(), cols.reshape(g, -1, L), y.reshape(g, O // g, L))  # (O, N·Ho·Wo)
         if self.bias is not None:
             y += self.bias.data[:, None]
-        y = xp.ascontiguousarray(y.reshape(self.out_channels, N, Ho, Wo).transpose(1, 0, 2, 3))
+        y = xp.ascontiguousarray(y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
         # Training keeps cols for dW; eval keeps x only (backward, if asked, rebuilds cols).
         self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
         return self._keep_output(y)
@@ -78,30 +159,91 @@ class Conv2d(RegularizedLayer):
         x, cols, x_shape, y_shape = self._saved()
         self._check_dy(dy, y_shape)
         xp = self.device.xp
-        N, _, Ho, Wo = y_shape
+        N, O, Ho, Wo = y_shape
+        g = self.groups
         if cols is None:
             cols = self._cols(x, Ho, Wo)
         dy = self._activity_dy(dy)
-        dy2 = self._scratch("dy", (self.out_channels, N, Ho, Wo), dy.dtype)
+        dy2 = self._scratch("dy", (O, N, Ho, Wo), dy.dtype)
         dy2[...] = dy.transpose(1, 0, 2, 3)
-        dy2 = dy2.reshape(self.out_channels, -1)                           # (O, L)
-        self.weight.grad += (dy2 @ cols.T).reshape(self.weight.shape)
+        dy3 = dy2.reshape(g, O // g, -1)                                     # (g, O/g, L)
+        cols3 = cols.reshape(g, -1, cols.shape[1])                           # (g, K, L)
+        self.weight.grad += _gemm(xp, dy3, cols3.transpose(0, 2, 1)).reshape(self.weight.shape)
         self._add_kernel_grad()
         if self.bias is not None:
-            self.bias.grad += dy2.sum(axis=1)
+            self.bias.grad += dy3.reshape(O, -1).sum(axis=1)
         if not need_input_grad:
             return None
         dcols = self._scratch("dcols", cols.shape, dy.dtype)
-        xp.matmul(self.weight.data.reshape(self.out_channels, -1).T, dy2, out=dcols)  # (K, L)
+        _gemm(xp, self._w3().transpose(0, 2, 1), dy3, dcols.reshape(cols3.shape))  # (g, K, L)
         dcols = dcols.reshape(self.in_channels, *self.kernel_size, N, Ho, Wo)
-        return col2im(dcols, x_shape, *self.stride, *self.padding)
+        if self._inside:
+            return col2im(dcols, x_shape, *self.stride, self.pads[0], self.pads[2], *self.dilation)
+        t, b, l, r = self.pads
+        H, W = x_shape[2:]
+        dxpad = col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), *self.stride, 0, 0, *self.dilation)
+        return unpad_mode(dxpad, self.pads, self.padding_mode, H, W)
 
     def extra_repr(self):
         s = f"{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}"
         if self.stride != (1, 1):
             s += f", stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding!r}"
+        return s + self._common_repr()
+
+    def _common_repr(self):
+        s = ""
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
         if self.bias is None:
             s += ", bias=False"
         return s + self._regularizer_repr()
+
+
+class Conv1d(Conv2d):
+    """(N, C, L) convolution; weight (out_channels, in_channels/groups, k), PyTorch's layout.
+
+    A Conv2d over (N, C, 1, L) with kernel (1, k): the same options (stride, padding as an
+    int, "same" or "valid", dilation, groups, padding_mode), each an int.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="glorot_uniform", bias_init=None, kernel_regularizer=None,
+                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
+        k = positive_int("Conv1d", "kernel_size", kernel_size)
+        s = positive_int("Conv1d", "stride", stride)
+        d = positive_int("Conv1d", "dilation", dilation)
+        p = padding if isinstance(padding, str) else (0, positive_int("Conv1d", "padding", padding, minimum=0))
+        super().__init__(in_channels, out_channels, (1, k), (1, s), p, bias, init, bias_init,
+                         kernel_regularizer, activity_regularizer, (1, d), groups, padding_mode)
+        self.weight.data = self.weight.data.reshape(self.out_channels, -1, k)
+        self.weight.grad = self.weight.grad.reshape(self.weight.data.shape)
+
+    def forward(self, x):
+        self._check_array(x)
+        if x.ndim != 3 or x.shape[1] != self.in_channels:
+            raise self._shape_error(f"(N, {self.in_channels}, L)", x)
+        return super().forward(x[:, :, None, :])[:, :, 0, :]
+
+    def backward(self, dy, need_input_grad=True):
+        self._check_array(dy, "dy")
+        y_shape = self._saved()[3]
+        self._check_dy(dy, (y_shape[0], y_shape[1], y_shape[3]))
+        dx = super().backward(dy[:, :, None, :], need_input_grad)
+        return None if dx is None else dx[:, :, 0, :]
+
+    def extra_repr(self):
+        s = f"{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size[1]}"
+        if self.stride[1] != 1:
+            s += f", stride={self.stride[1]}"
+        if isinstance(self.padding, str):
+            s += f", padding={self.padding!r}" if self.padding != "valid" else ""
+        elif self.padding[1]:
+            s += f", padding={self.padding[1]}"
+        s += f", dilation={self.dilation[1]}" if self.dilation[1] != 1 else ""
+        return s + self._common_repr().replace(f", dilation={self.dilation}", "")

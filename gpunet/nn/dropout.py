@@ -13,6 +13,9 @@ checkpoints trained that way, and keeps the training-time activations unscaled
 (which matters when comparing activation statistics with and without dropout).
 backward: dx = dy · keep (· 1/(1 − p) when scaled) in training; the eval factor otherwise.
 The boolean mask (1 byte per unit) is what is kept.
+
+Dropout2d (Tompson et al. 2015) zeroes whole channels: one draw per (n, c) of an
+(N, C, H, W) input, the mask broadcast over H and W.
 """
 from __future__ import annotations
 
@@ -42,12 +45,15 @@ class Dropout(Layer):
             factor = self._eval_factor()
             return x if factor == 1.0 else x * factor
         gen = self.generator if self.generator is not None else backend.device_of(x)
-        keep = gen.uniform(x.shape, x.dtype) >= self.p
+        keep = gen.uniform(self._mask_shape(x), x.dtype) >= self.p
         y = x * keep
         if self.scale:
             y *= 1.0 / (1.0 - self.p)
         self._cache = (keep, x.shape)
         return y
+
+    def _mask_shape(self, x):
+        return x.shape
 
     def _eval_factor(self):
         return 1.0 if (self.scale or self.p == 0.0) else 1.0 - self.p
@@ -65,3 +71,23 @@ class Dropout(Layer):
 
     def extra_repr(self):
         return f"p={self.p}" + ("" if self.scale else ", scale=False")
+
+
+class Dropout2d(Dropout):
+    """Zeroes whole channels of (N, C, H, W) inputs with probability p (spatial dropout).
+
+    scale=True rescales the kept channels by 1/(1 − p) (PyTorch); scale=False is classic,
+    as in Dropout.
+    """
+
+    def forward(self, x):
+        self._check_array(x)
+        if x.ndim != 4:
+            raise self._shape_error("(N, C, H, W)", x)
+        return super().forward(x)
+
+    def _mask_shape(self, x):
+        return (*x.shape[:2], 1, 1)
+
+    def backward(self, dy, need_input_grad=True):
+        return super().backward(dy)  # the (N, C, 1, 1) mask broadcasts over H and W

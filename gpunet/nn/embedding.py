@@ -11,6 +11,10 @@ loop-free on both backends), and (3) adds the (U, D) result into W.grad[rows], w
 the rows are distinct so a fancy-index add is exact. On GPU bincount accumulates with
 atomics, so the float64 summation order (not the result beyond rounding) may vary, and
 unique/bincount size their outputs from the data: one device sync per backward.
+
+padding_idx (PyTorch's): that row starts at zeros and gets no gradient from lookups, so a
+padding token maps to a fixed zero vector (the kernel_regularizer, like weight decay in
+the optimizer, still acts on it).
 """
 from __future__ import annotations
 
@@ -32,12 +36,22 @@ class Embedding(RegularizedLayer):
     """
 
     def __init__(self, num_embeddings, embedding_dim, init=None, kernel_regularizer=None,
-                 activity_regularizer=None):
+                 activity_regularizer=None, padding_idx=None):
         super().__init__()
         self.num_embeddings = positive_int("Embedding", "num_embeddings", num_embeddings)
         self.embedding_dim = positive_int("Embedding", "embedding_dim", embedding_dim)
+        if padding_idx is not None:
+            n = self.num_embeddings
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)) \
+                    or not -n <= padding_idx < n:
+                raise GpunetValueError(f"Embedding: padding_idx expected an int in [-{n}, {n}) or None, "
+                                       f"got {padding_idx!r}")
+            padding_idx = int(padding_idx) % n
+        self.padding_idx = padding_idx
         init = _init.normal(0.0, 1.0) if init is None else init
         self.weight = Parameter(_init.initialize(init, (self.num_embeddings, self.embedding_dim), arg="init"))
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
         self._init_regularizers(kernel_regularizer, activity_regularizer)
         self._cache = None
 
@@ -68,11 +82,14 @@ class Embedding(RegularizedLayer):
         xp = backend.xp_of(dy)
         rows, inv = xp.unique(idx.reshape(-1), return_inverse=True)
         bins = (inv.reshape(-1, 1) * D + xp.arange(D)).reshape(-1)
-        sums = xp.bincount(bins, weights=dy.reshape(-1), minlength=rows.size * D)
-        self.weight.grad[rows] += sums.reshape(rows.size, D).astype(self.weight.dtype, copy=False)
+        sums = xp.bincount(bins, weights=dy.reshape(-1), minlength=rows.size * D).reshape(rows.size, D)
+        if self.padding_idx is not None:
+            sums[rows == self.padding_idx] = 0
+        self.weight.grad[rows] += sums.astype(self.weight.dtype, copy=False)
         self._add_kernel_grad()
         return None  # indices have no gradient
 
     def extra_repr(self):
-        return f"{self.num_embeddings}, {self.embedding_dim}{self._regularizer_repr()}"
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}{self._regularizer_repr()}"
 

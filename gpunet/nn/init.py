@@ -23,6 +23,12 @@ A 1-d shape has fan_in = fan_out = shape[0].
     he_uniform                          U(±sqrt(6 / fan_in))                He et al. 2015
     he_normal                           N(0, 2 / fan_in)
     lecun_normal                        N(0, 1 / fan_in)                    LeCun et al. 1998
+    torch_default                       U(±1/sqrt(fan_in))                  PyTorch's Linear/Conv default
+
+torch_default is PyTorch's kaiming_uniform_(a=sqrt(5)): gain sqrt(2 / (1 + a²)) = sqrt(1/3),
+bound gain·sqrt(3 / fan_in) = 1/sqrt(fan_in). PyTorch draws the bias from U(±1/sqrt(fan_in))
+with the weight's fan_in: `bias_init="torch_default"` (or bias_init=None with
+init="torch_default") on Linear and Conv2d does that (see bias_initializer).
 
 The *_normal variants are plain (untruncated) normals, as in PyTorch's xavier_normal_
 and kaiming_normal_ (Keras truncates them and rescales the std instead).
@@ -173,15 +179,37 @@ def lecun_normal(shape, xp, rng):
     return xp.asarray(std * rng.standard_normal(shape))
 
 
+def torch_default(shape, xp, rng):
+    """U(±1/sqrt(fan_in)): PyTorch's default weight init, kaiming_uniform_(a=sqrt(5))."""
+    gain = math.sqrt(2.0 / (1.0 + 5.0))
+    limit = gain * math.sqrt(3.0 / _fan_checked("torch_default", shape, "in"))
+    return xp.asarray(rng.uniform(-limit, limit, size=shape))
+
+
+def bias_initializer(init, bias_init, weight_shape):
+    """The bias initializer of a layer whose weight has `weight_shape`.
+
+    bias_init=None: PyTorch's default bias when init is "torch_default", zeros otherwise.
+    "torch_default": U(±1/sqrt(fan_in)) with the weight's fan_in (a bias alone has no fan).
+    """
+    if bias_init is None:
+        bias_init = "torch_default" if (isinstance(init, str) and init.strip().lower() == "torch_default") \
+            else "zeros"
+    if isinstance(bias_init, str) and bias_init.strip().lower() == "torch_default":
+        bound = 1.0 / math.sqrt(_fan_checked("torch_default", weight_shape, "in"))
+        return _Uniform("torch_default_bias", low=-bound, high=bound)
+    return bias_init
+
+
 # ---------------------------------------------------------------- lookup
 
 _FACTORIES = {"constant": constant, "uniform": uniform, "normal": normal,
               "truncated_normal": truncated_normal}
 _FUNCTIONS = {"zeros": zeros, "ones": ones, "glorot_uniform": glorot_uniform,
               "glorot_normal": glorot_normal, "he_uniform": he_uniform, "he_normal": he_normal,
-              "lecun_normal": lecun_normal}
+              "lecun_normal": lecun_normal, "torch_default": torch_default}
 NAMES = ("zeros", "ones", "constant", "uniform", "normal", "truncated_normal", "glorot_uniform",
-         "glorot_normal", "he_uniform", "he_normal", "lecun_normal")
+         "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "torch_default")
 
 
 def get(init, arg: str = "init", **kwargs):

@@ -19,16 +19,18 @@ class Linear(RegularizedLayer):
 
     init defaults to "glorot_uniform" (Keras' default; variance-preserving for tanh/linear
     stacks); pass init="he_normal" before ReLUs. Leading dimensions beyond the first are
-    allowed: (N, *, in) -> (N, *, out).
+    allowed: (N, *, in) -> (N, *, out). init="torch_default" draws PyTorch's default, and then
+    bias_init (None: zeros, or PyTorch's U(±1/sqrt(in_features)) with "torch_default") too.
     """
 
     def __init__(self, in_features, out_features, bias=True, init="glorot_uniform",
-                 bias_init="zeros", kernel_regularizer=None, activity_regularizer=None):
+                 bias_init=None, kernel_regularizer=None, activity_regularizer=None):
         super().__init__()
         self.in_features = positive_int("Linear", "in_features", in_features)
         self.out_features = positive_int("Linear", "out_features", out_features)
         has_bias = boolean("Linear", "bias", bias)
         self.weight = Parameter(_init.initialize(init, (self.out_features, self.in_features), arg="init"))
+        bias_init = _init.bias_initializer(init, bias_init, (self.out_features, self.in_features))
         self.bias = Parameter(_init.initialize(bias_init, (self.out_features,), arg="bias_init")) \
             if has_bias else None
         self._init_regularizers(kernel_regularizer, activity_regularizer)

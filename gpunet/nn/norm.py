@@ -15,6 +15,8 @@ Kept for backward: xc = x − mean and rstd (per channel); x_hat = xc·rstd is n
 which saves a pass each way (forward computes y = xc·(weight·rstd) + bias). xc lives in a
 buffer the layer reuses from step to step (see Layer._scratch).
 momentum=None gives the cumulative average over num_batches_tracked batches.
+track_running_stats=False keeps no running statistics (no buffers, as in PyTorch): batch
+statistics in training and in eval mode alike.
 """
 from __future__ import annotations
 
@@ -30,46 +32,53 @@ class _BatchNorm(Layer):
     _ndims: tuple = ()
     _layout: str = ""
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True, track_running_stats=True):
         super().__init__()
         name = type(self).__name__
         self.num_features = positive_int(name, "num_features", num_features)
         self.momentum = None if momentum is None else real(name, "momentum", momentum, 0.0, 1.0)
         self.eps = real(name, "eps", eps, 0.0, low_open=True)
         self.affine = boolean(name, "affine", affine)
+        self.track_running_stats = boolean(name, "track_running_stats", track_running_stats)
         C = self.num_features
         if self.affine:
             self.weight = Parameter(np.ones(C, dtype=backend.DEFAULT_DTYPE))
             self.bias = Parameter(np.zeros(C, dtype=backend.DEFAULT_DTYPE))
         else:
             self.weight = self.bias = None
-        self.register_buffer("running_mean", np.zeros(C, dtype=backend.DEFAULT_DTYPE))
-        self.register_buffer("running_var", np.ones(C, dtype=backend.DEFAULT_DTYPE))
-        self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(C, dtype=backend.DEFAULT_DTYPE))
+            self.register_buffer("running_var", np.ones(C, dtype=backend.DEFAULT_DTYPE))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
         self._cache = None
 
     def _check_input(self, x):
         self._check_array(x)
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
             raise self._shape_error(self._layout.format(C=self.num_features), x)
-        if backend.xp_of(x) is not backend.xp_of(self.running_mean):  # affine=False has no params
+        ref = self.weight.data if self.affine else self.running_mean  # affine=False has no params
+        if ref is not None and backend.xp_of(x) is not backend.xp_of(ref):
             raise DeviceError(f"{self!r} has its buffers on {self.device.name}, got an input on "
                               f"{backend.device_of(x).name}; call model.to(device)")
-        self._check_float(x, self.running_mean.dtype)
+        self._check_float(x, None if ref is None else ref.dtype)
 
     def forward(self, x):
         self._check_input(x)
         xp = backend.xp_of(x)
         bshape = (1, self.num_features) + (1,) * (x.ndim - 2)  # broadcasts over the batch axes
         n = x.size // self.num_features
-        if self.training:
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
             if n < 2:
                 raise ShapeError(f"{self!r} expected more than 1 value per channel in training mode, "
                                  f"got input {tuple(x.shape)}")
             mean = _channel_sum(x) / n
             xc = xp.subtract(x, mean.reshape(bshape), out=self._scratch("xc", x.shape, x.dtype))
             var = _channel_dot(xp, xc, xc) / n      # two passes: stable when |mean| >> std
-            self._update_running(mean, var, n)
+            if self.training and self.track_running_stats:
+                self._update_running(mean, var, n)
         else:
             var = self.running_var
             xc = xp.subtract(x, self.running_mean.reshape(bshape), out=self._scratch("xc", x.shape, x.dtype))
@@ -79,7 +88,7 @@ class _BatchNorm(Layer):
         y = xp.multiply(xc, scale.reshape(bshape).astype(x.dtype, copy=False))
         if self.affine:
             y += self.bias.data.reshape(bshape)
-        self._cache = (xc, rstd.astype(x.dtype, copy=False), self.training)
+        self._cache = (xc, rstd.astype(x.dtype, copy=False), batch_stats)
         return y
 
     def _update_running(self, mean, var, n):
@@ -122,6 +131,8 @@ class _BatchNorm(Layer):
             s += f", eps={self.eps}"
         if not self.affine:
             s += ", affine=False"
+        if not self.track_running_stats:
+            s += ", track_running_stats=False"
         return s
 
 

@@ -3,9 +3,14 @@
     MaxPool2d: y[n, c, ho, wo] = max_{i,j} xpad[n, c, sh·ho + i, sw·wo + j]   (xpad padded with −inf)
                dx: each window's dy goes to its argmax only; ties go to the first
                element in row-major window order (exactly one element per window).
-    AvgPool2d: y = (1 / (kh·kw)) Σ_{i,j} xpad[...]                             (xpad padded with 0)
-               dx: dy / (kh·kw) to every element of the window (count_include_pad=True,
-               PyTorch's default).
+    AvgPool2d: y = (1 / n[ho, wo]) Σ_{i,j} xpad[...]                          (xpad padded with 0)
+               dx: dy / n to every element of the window. n = kh·kw (count_include_pad=True,
+               PyTorch's default) or the number of input elements in the window (False).
+
+ceil_mode=True (PyTorch's rule): Ho = ceil((H + 2·ph − kh) / sh) + 1, less one if the last
+window would start in the bottom padding; the last windows may run past the padding, so
+the input is padded by the overhang too (−inf or 0), and AvgPool2d's n counts only the
+part of each window inside the padded input (as PyTorch does).
 
 Both loop over the kh·kw kernel offsets with strided slices (see _window.py), so
 overlapping windows (e.g. 3×3 stride 2) accumulate exactly in backward. MaxPool keeps
@@ -18,17 +23,27 @@ import numpy as np
 from .. import backend
 from ..errors import GpunetValueError
 from ..ops import relu as relu_ops
-from ._layer import Layer, int_pair
-from ._window import crop_hw, offset_view, out_size, pad_hw
+from ._layer import Layer, boolean, int_pair
+from ._window import crop_hw, offset_view, pad_hw
+
+
+def pool_out_size(size, k, s, p, ceil_mode):
+    """Outputs along one axis, PyTorch's rule (windows must start inside input or left padding)."""
+    span = size + 2 * p - k
+    n = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (n - 1) * s >= size + p:
+        n -= 1
+    return n
 
 
 class _Pool2d(Layer):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         name = type(self).__name__
         self.kernel_size = int_pair(name, "kernel_size", kernel_size)
         self.stride = self.kernel_size if stride is None else int_pair(name, "stride", stride)
         self.padding = int_pair(name, "padding", padding, minimum=0)
+        self.ceil_mode = boolean(name, "ceil_mode", ceil_mode)
         for p, k in zip(self.padding, self.kernel_size):
             if 2 * p > k:  # else a window could lie entirely in the padding
                 raise GpunetValueError(f"{name}: padding expected at most half the kernel size "
@@ -44,7 +59,13 @@ class _Pool2d(Layer):
         if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
             raise self._shape_error(f"H + 2·{ph} >= {kh} and W + 2·{pw} >= {kw} (the window must fit)", x)
         self._check_float(x)
-        return (out_size(x.shape[2], kh, self.stride[0], ph), out_size(x.shape[3], kw, self.stride[1], pw))
+        return tuple(pool_out_size(n, k, s, p, self.ceil_mode)
+                     for n, k, s, p in zip(x.shape[2:], self.kernel_size, self.stride, self.padding))
+
+    def _overhang(self, x_shape, Ho, Wo):
+        """(eh, ew): rows and columns that ceil_mode's last windows reach past the padded input."""
+        return tuple(max(0, (n_out - 1) * s + k - (n + 2 * p)) for n_out, n, s, k, p in
+                     zip((Ho, Wo), x_shape[2:], self.stride, self.kernel_size, self.padding))
 
     def _offsets(self):
         kh, kw = self.kernel_size
@@ -56,6 +77,8 @@ class _Pool2d(Layer):
             s += f", stride={self.stride}"
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
+        if self.ceil_mode:
+            s += ", ceil_mode=True"
         return s
 
 
@@ -73,7 +96,7 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         Ho, Wo = self._geometry(x)
         xp = backend.xp_of(x)
-        xpad = pad_hw(x, *self.padding, value=-np.inf)
+        xpad = pad_hw(x, *self.padding, -np.inf, *self._overhang(x.shape, Ho, Wo))
         y = None
         for _, (i, j) in self._offsets():
             s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
@@ -114,8 +137,9 @@ class MaxPool2d(_Pool2d):
         ph, pw = self.padding
         N, C, H, W = x_shape
         Ho, Wo = y.shape[2:]
+        eh, ew = self._overhang(x_shape, Ho, Wo)
         tiles = self._tiles(x_shape)  # disjoint views that cover dx: write, no zero fill or add
-        dxpad = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+        dxpad = (xp.empty if tiles else xp.zeros)((N, C, H + 2 * ph + eh, W + 2 * pw + ew), dtype=dy.dtype)
         taken, hit = xp.empty(y.shape, dtype=bool), xp.empty(y.shape, dtype=bool)
         routed = None if tiles else xp.empty_like(dy)
         offsets = self._offsets()
@@ -136,12 +160,30 @@ class MaxPool2d(_Pool2d):
 
 
 class AvgPool2d(_Pool2d):
-    """Mean over each (kh, kw) window, zero padding counted (count_include_pad=True)."""
+    """Mean over each (kh, kw) window. count_include_pad=True (PyTorch's default) divides by
+    kh·kw, zero padding included; False divides by the input elements in each window."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = boolean("AvgPool2d", "count_include_pad", count_include_pad)
+
+    def _inverse_counts(self, x_shape, Ho, Wo, xp, dtype):
+        """1/n per output (broadcastable to (N, C, Ho, Wo)), or a float when every n is kh·kw."""
+        counts = []
+        for n_out, n, s, k, p in zip((Ho, Wo), x_shape[2:], self.stride, self.kernel_size, self.padding):
+            start = np.arange(n_out) * s - p
+            end = np.minimum(start + k, n + p)
+            if not self.count_include_pad:
+                start, end = np.maximum(start, 0), np.minimum(end, n)
+            counts.append(end - start)
+        if (counts[0] == self.kernel_size[0]).all() and (counts[1] == self.kernel_size[1]).all():
+            return 1.0 / (self.kernel_size[0] * self.kernel_size[1])
+        return xp.asarray(1.0 / np.multiply.outer(counts[0], counts[1]).astype(np.float64), dtype=dtype)
 
     def forward(self, x):
         Ho, Wo = self._geometry(x)
         xp = backend.xp_of(x)
-        xpad = pad_hw(x, *self.padding)
+        xpad = pad_hw(x, *self.padding, 0.0, *self._overhang(x.shape, Ho, Wo))
         y = None
         for k, (i, j) in self._offsets():
             s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
@@ -149,7 +191,7 @@ class AvgPool2d(_Pool2d):
                 y = xp.array(s, copy=True, order="C")
             else:
                 y += s
-        y *= 1.0 / (self.kernel_size[0] * self.kernel_size[1])
+        y *= self._inverse_counts(x.shape, Ho, Wo, xp, x.dtype)
         self._cache = (x.shape, y.shape)
         return y
 
@@ -159,9 +201,13 @@ class AvgPool2d(_Pool2d):
         xp = backend.xp_of(dy)
         ph, pw = self.padding
         N, C, H, W = x_shape
-        g = dy * (1.0 / (self.kernel_size[0] * self.kernel_size[1]))
-        dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+        eh, ew = self._overhang(x_shape, *y_shape[2:])
+        g = dy * self._inverse_counts(x_shape, *y_shape[2:], xp, dy.dtype)
+        dxpad = xp.zeros((N, C, H + 2 * ph + eh, W + 2 * pw + ew), dtype=dy.dtype)
         for k, (i, j) in self._offsets():
             view = offset_view(dxpad, i, j, *y_shape[2:], *self.stride)
             view += g
         return crop_hw(dxpad, ph, pw, H, W)
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
