@@ -165,7 +165,7 @@ def test_multi_gpu_averaging_flips_when_the_batch_is_not_doubled(monkeypatch, tm
 
     def same_batch():
         out = configs()
-        out[2] = (out[2][0], gn.compare.Config(2, "mean", "global"))   # B/2 per replica: the global batch stays B
+        out[2] = (out[2][0], gn.compare.RunSpec(2, "mean", "global"))   # B/2 per replica: the global batch stays B
         return out
     monkeypatch.setattr(mod, "_configs", same_batch)
     check("multi-gpu-averaging", tmp_path, ["at the same lr falls behind"],
