@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet import backend, data, doctor, losses, models, optim
 from gpunet.bench.host import blas_threads, cpu_count, device_name, load_average
 
@@ -117,9 +118,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     train = data.load(args.dataset, "train")
     load_before = load_average()
+    progress("doctor", 0, args.repeats, "warm-up epoch")
     one_epoch(train, args.device, True, args.batch_size)  # warm-up (allocator, BLAS threads, caches)
     runs = {"without": [], "with": []}
     for i in range(args.repeats):  # alternate, so drift in machine load hits both sides alike
+        progress("doctor", i + 1, args.repeats, "an epoch without and one with the doctor")
         for kind in (("without", "with") if i % 2 == 0 else ("with", "without")):
             runs[kind].append(one_epoch(train, args.device, kind == "with", args.batch_size))
     med = {(k, m): statistics.median(r[m] for r in v) for k, v in runs.items() for m in ("wall", "cpu")}

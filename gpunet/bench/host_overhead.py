@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet import backend, ops
 from gpunet.bench.host import cpu_count, cpu_model, load_average
 from gpunet.ops import _kernels
@@ -141,7 +142,8 @@ def run(args):
         "relu_backward (out=)": lambda: ops.relu_backward(g, x, out=g),
     }
     rows = []
-    for name, fn in cases.items():
+    for i, (name, fn) in enumerate(cases.items()):
+        progress("host_overhead", i + 1, len(cases), name)
         cached = per_call_us(fn, args.calls, args.repeats)
         wall = per_call_us(fn, args.calls, args.repeats, clock=time.perf_counter)
         real_root = _kernels.kernels_root

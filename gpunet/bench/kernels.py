@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn  # noqa: E402
+from gpunet.bench import progress  # noqa: E402
 from gpunet import ops  # noqa: E402
 from gpunet.ops import relu as relu_mod  # noqa: E402
 from gpunet.ops.relu import relu_backward_mask_xp, relu_backward_xp  # noqa: E402
@@ -240,11 +241,14 @@ def main(argv=None):
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_out).write_text(json.dumps(results, indent=2))
+    cases = len(ce_shapes) + len(relu_sizes)
     with dev:
-        for N, C in ce_shapes:
+        for i, (N, C) in enumerate(ce_shapes):
+            progress("kernels", i + 1, cases, f"softmax_cross_entropy N={N} C={C}")
             results["softmax_cross_entropy"].append(bench_ce(dev, time_ms, torch_mods, N, C))
             save()
-        for n in relu_sizes:
+        for i, n in enumerate(relu_sizes):
+            progress("kernels", len(ce_shapes) + i + 1, cases, f"relu n={n}")
             results["relu"].append(bench_relu(dev, time_ms, torch_mods, n))
             save()
     print_tables(results)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet.backend import versions
 from gpunet.bench.host import device_name
 
@@ -97,7 +98,8 @@ def run(args) -> dict:
     dev = gn.device(args.device)
     ds = gn.data.load("mnist", "train", root=args.root)
     rows = []
-    for bs in BATCH_SIZES:
+    for i, bs in enumerate(BATCH_SIZES):
+        progress("loader", i + 1, len(BATCH_SIZES), f"batch size {bs}")
         resident = gn.data.DataLoader(ds, bs, device=dev, seed=0)
         host = gn.data.DataLoader(ds, bs, device=dev, seed=0, resident_budget_bytes=0)
         t_res, t_host = time_loader(resident, dev, args.repeats), time_loader(host, dev, args.repeats)

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet.bench.host import device_name, load_average
 
 
@@ -54,7 +55,8 @@ def main(argv=None) -> int:
               f"data parallel, N={args.replicas} on one device": [dev.name] * args.replicas}
     trainers = {k: make_trainer(dev, v) for k, v in setups.items()}
     times = {k: [] for k in setups}
-    for _ in range(args.repeats + 1):  # the first round warms up and is dropped
+    for r in range(args.repeats + 1):  # the first round warms up and is dropped
+        progress("parallel", r + 1, args.repeats + 1, "warm-up round" if r == 0 else f"round {r}")
         for name, t in trainers.items():
             t.epoch = 0
             t.history.epochs.clear()
