@@ -72,5 +72,6 @@ def test_kernels_prints_a_line_per_case(monkeypatch, capsys):
     lines = _lines(capsys, "kernels")
     ce, relu = kernels.CE_SHAPES[:4], kernels.RELU_SIZES[:2]
     n = len(ce) + len(relu)
-    assert lines == ([f"bench kernels: {i + 1}/{n}: softmax_cross_entropy N={a} C={b} ..." for i, (a, b) in enumerate(ce)]
-                     + [f"bench kernels: {len(ce) + i + 1}/{n}: relu n={s} ..." for i, s in enumerate(relu)])
+    want = [f"bench kernels: {i + 1}/{n}: softmax_cross_entropy N={a} C={b} ..." for i, (a, b) in enumerate(ce)]
+    want += [f"bench kernels: {len(ce) + i + 1}/{n}: relu n={s} ..." for i, s in enumerate(relu)]
+    assert lines == want

@@ -139,9 +139,9 @@ SCHEDULES = {
     "plateau": lambda cfg, opt, steps, scale: optim.ReduceLROnPlateau(opt, **PLATEAU),
 }
 SCHEDULE_HELP = ("none: constant; cosine: to 0 over the run; step: ×0.1 at 1/3 and 2/3 of the epochs; "
-                 "multistep: ×0.1 at 1/2 and 3/4; onecycle: per step, up from lr/25 to lr in the first 30%, "
-                 "then down to lr/25e4, momentum (or Adam's β₁) cycled 0.95→0.85→0.95; plateau: ×0.1 after "
-                 "2 epochs without a better val_loss (needs --val-fraction > 0)")
+                 "multistep: ×0.1 at 1/2 and 3/4; onecycle: per step, up from lr/25 to lr over the first "
+                 "3/10 of the run, then down to lr/25e4, momentum (or Adam's β₁) cycled 0.95→0.85→0.95; "
+                 "plateau: ×0.1 after 2 epochs without a better val_loss (needs --val-fraction > 0)")
 PLATEAU = {"factor": 0.1, "patience": 2, "monitor": "val_loss"}
 CYCLES_MOMENTUM = ("sgd", "adam", "adamw", "nadam", "radam")  # optimizers with a momentum or β₁ to cycle
 
