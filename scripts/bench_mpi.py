@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks", default="2,4")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=5)
-    ap.add_argument("--json-out", default=None)
+    ap.add_argument("--json-out", default=None, metavar="FILE", help="write the results as JSON to this file")
     ap.add_argument("--rank-job", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rank_job:
