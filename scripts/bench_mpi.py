@@ -11,7 +11,7 @@ Starts real MPI jobs (the mpiexec next to this Python) and reports medians:
   backward (overlap on, the default). overlap gain = (off - on) / (off - compute),
   the share of the communication time hidden behind backward.
 
-    python scripts/bench_mpi.py --out benchmarks/results/mpi-cpu-<cpu>-<date>.json
+    python scripts/bench_mpi.py --json-out benchmarks/results/mpi-cpu-<cpu>-<date>.json
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks", default="2,4")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=5)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--json-out", default=None, metavar="FILE", help="write the results as JSON to this file")
     ap.add_argument("--rank-job", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rank_job:
@@ -121,9 +121,9 @@ def main(argv=None) -> int:
               "blas_threads_per_rank": 1, "load_average_after": load_average(),
               "date": datetime.date.today().isoformat(), "model": "mlp 784-1024-1024-1024-10 float32",
               "batch_per_rank": 64, "steps_per_block": args.steps, "blocks": args.blocks, "runs": runs}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Benchmark: gpunet against PyTorch on the same training workloads (MLP, small CNN, CIFAR CNN).
 
-    python scripts/bench_train.py --device cpu --out auto
-    python scripts/bench_train.py --device cuda --out benchmarks/results/train-h100.json
+    python scripts/bench_train.py --device cpu --json-out auto
+    python scripts/bench_train.py --device cuda --json-out benchmarks/results/train-h100.json
 
 The logic lives in gpunet.bench.train (scripts/ is not inside the wheel), so
 `gpunet bench train` runs the same thing from an installed package. PyTorch is optional:

@@ -109,11 +109,11 @@ step gpu-tests 240 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml=
 [ "$dry" = 1 ] || { [ -f "$out/skipped.txt" ] && say "skipped tests (with reasons): $out/skipped.txt"; }
 
 # ---------------------------------------------------------------- benchmarks (reduced sizes; each ships in gpunet/bench/)
-step bench-kernels 120 "$PY" -m gpunet bench kernels --device cuda --quick --repeats 20 --out "$(name_for kernels)"
-step bench-train 150 "$PY" -m gpunet bench train --device cuda --seconds 0.5 --rounds 3 --out "$(name_for train)"
-step bench-parallel 60 "$PY" -m gpunet bench parallel --device cuda --repeats 3 --samples 10000 --out "$(name_for parallel)"
-step bench-loader 45 "$PY" -m gpunet bench loader --device cuda --repeats 3 --out "$(name_for loader)"
-step bench-doctor 60 "$PY" -m gpunet bench doctor --device cuda --repeats 3 --out "$(name_for doctor)"
+step bench-kernels 120 "$PY" -m gpunet bench kernels --device cuda --quick --repeats 20 --json-out "$(name_for kernels)"
+step bench-train 150 "$PY" -m gpunet bench train --device cuda --seconds 0.5 --rounds 3 --json-out "$(name_for train)"
+step bench-parallel 60 "$PY" -m gpunet bench parallel --device cuda --repeats 3 --samples 10000 --json-out "$(name_for parallel)"
+step bench-loader 45 "$PY" -m gpunet bench loader --device cuda --repeats 3 --json-out "$(name_for loader)"
+step bench-doctor 60 "$PY" -m gpunet bench doctor --device cuda --repeats 3 --json-out "$(name_for doctor)"
 
 say "gpu_check status: $status after $((SECONDS - start))s; benchmark JSON in $results/$day-$gpu-*.json"
 exit $status

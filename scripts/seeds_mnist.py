@@ -1,8 +1,8 @@
 """The README's MNIST claim over seeds 0-4: test accuracy of
-`gpunet train --dataset mnist --model mlp --hidden 512,256 --epochs 2 [--schedule cosine]`.
+`gpunet train --dataset mnist --model mlp --hidden 512,256 --epochs 2 [--schedule cosine|onecycle]`.
 
-    python scripts/seeds_mnist.py --out benchmarks/results/mnist-mlp-seeds-<date>.json
-    python scripts/seeds_mnist.py --collect RUNS_DIR --out ...   # runs named plain<seed>, cos<seed>
+    python scripts/seeds_mnist.py --json-out benchmarks/results/mnist-mlp-seeds-<date>.json
+    python scripts/seeds_mnist.py --collect RUNS_DIR --json-out ...   # runs named <variant><seed>
 
 Each run is a separate `gpunet train` process (one BLAS thread, gpunet's default).
 """
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 COMMAND = ["--dataset", "mnist", "--model", "mlp", "--hidden", "512,256", "--epochs", "2"]
-VARIANTS = {"plain": [], "cos": ["--schedule", "cosine"]}
+VARIANTS = {"plain": [], "cos": ["--schedule", "cosine"], "onecycle": ["--schedule", "onecycle"]}
 
 
 def test_accuracy(run: Path) -> dict:
@@ -30,14 +30,16 @@ def test_accuracy(run: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {','.join(VARIANTS)}")
     ap.add_argument("--collect", default=None, help="read finished runs from this folder instead of training")
-    ap.add_argument("--out", default=None, help="write the JSON here")
+    ap.add_argument("--json-out", default=None, metavar="FILE", help="write the results as JSON to this file")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     root = Path(args.collect) if args.collect else Path(tempfile.mkdtemp(prefix="gpunet-seeds-"))
     report = {"benchmark": "mnist-mlp-seeds", "date": datetime.date.today().isoformat(),
               "command": "gpunet train " + " ".join(COMMAND) + " --seed S", "variants": {}}
-    for name, extra in VARIANTS.items():
+    for name in args.variants.split(","):
+        extra = VARIANTS[name]
         rows = {}
         for s in seeds:
             run = root / f"{name}{s}"
@@ -51,9 +53,9 @@ def main(argv=None) -> int:
                                     "all_at_least_0.97": all(a >= 0.97 for a in accs)}
         print(f"{name:6} {' '.join(extra) or '(defaults)':20} test accuracy {min(accs):.4f}-{max(accs):.4f} "
               f"over seeds {args.seeds}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json_out}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Long-run soak: train the MNIST MLP for many epochs and fail if memory keeps growing.
 
-    python scripts/soak.py --epochs 20 --device auto --out runs/soak.json
+    python scripts/soak.py --epochs 20 --device auto --json-out runs/soak.json
     python scripts/soak.py --epochs 20 --subset 10000 --hidden 128,64   # quicker
 
 Every epoch runs the paths a long job runs: `Trainer.fit` steps, a validation pass
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="", metavar="FILE.json", help="write the figures as JSON here")
+    p.add_argument("--json-out", default="", metavar="FILE.json", help="write the figures as JSON here")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-root", default="")
     p.add_argument("--subset", type=int, default=0, help="train on the first N samples (0: all)")
@@ -180,9 +180,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report(result)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(result, indent=1))
     return 0 if result["ok"] else 1
 
 

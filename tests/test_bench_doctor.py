@@ -39,7 +39,7 @@ def test_result_names_baseline_load_and_spread(monkeypatch, tmp_path):
     data_root("digits")
     bd = bench(monkeypatch)
     out = tmp_path / "doctor.json"
-    assert bd.main(["--dataset", "digits", "--repeats", "2", "--out", str(out)]) == 0
+    assert bd.main(["--dataset", "digits", "--repeats", "2", "--json-out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["baseline"].startswith("Trainer(doctor=False)")
     assert len(r["load_average_before"]) == 3 and r["device_name"] and r["cpu_count"] >= 1

@@ -92,7 +92,7 @@ def test_a_wrong_computation_fails_the_check(monkeypatch):
 def test_main_writes_json_and_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bt, "WORKLOADS", {"tiny-mlp": TINY["tiny-mlp"]})
     out = tmp_path / "r.json"
-    rc = bt.main(["--device", "cpu", "--out", str(out), "--seconds", "0.01", "--rounds", "1",
+    rc = bt.main(["--device", "cpu", "--json-out", str(out), "--seconds", "0.01", "--rounds", "1",
                   "--warmup", "1", "--check-steps", "3"])
     assert rc == 0
     report = json.loads(out.read_text())

@@ -88,9 +88,58 @@ def test_schedules_and_the_extension_point():
     step = recipe.schedule(recipe.resolve({"schedule": "step", "epochs": 9}))
     assert [step.lr_at(t, 1.0) for t in (0, 2, 3, 6)] == pytest.approx([1, 1, 0.1, 0.01])
     with pytest.raises(gn.GpunetValueError, match="schedule expected one of"):
-        recipe.resolve({"schedule": "onecycle"})
+        recipe.resolve({"schedule": "cyclic"})
     with pytest.raises(gn.GpunetValueError, match="log expected one of"):
         recipe.resolve({"log": "wandb"})
+
+
+def _history(run):
+    return json.loads((run / "history.json").read_text())
+
+
+def test_onecycle_steps_the_lr_every_optimizer_step(tmp_path, capsys):
+    args = ["train", "--epochs", "3", "--batch-size", "256", "--out", str(tmp_path), "--no-doctor",
+            "--schedule", "onecycle"]
+    assert main(args) == 0
+    capsys.readouterr()
+    train_set = recipe.datasets(recipe.resolve({}))[0]
+    steps = -(-len(train_set) // 256)
+    cycle = gn.optim.OneCycle(3 * steps)
+    hist = _history(tmp_path / "digits-mlp")
+    # each epoch's lr is the schedule at its first step: stepped per optimizer step, not per epoch
+    assert [e["lr"] for e in hist] == pytest.approx([cycle.lr_at(e * steps, 0.05) for e in range(3)])
+    assert hist[1]["lr"] > hist[2]["lr"] > hist[0]["lr"] == pytest.approx(0.05 / 25)
+    sched = recipe.schedule(recipe.resolve({"schedule": "onecycle", "epochs": 3}),
+                            gn.optim.SGD(gn.models.mlp([4, 2]).parameters(), lr=0.05), steps)
+    assert sched.unit == "step" and sched.schedule.total_steps == 3 * steps and sched.momentum == 0.95
+    adagrad = recipe.schedule(recipe.resolve({"schedule": "onecycle", "optimizer": "adagrad"}),
+                              gn.optim.Adagrad(gn.models.mlp([4, 2]).parameters(), lr=0.05), steps, scale=2)
+    assert adagrad.momentum is None and adagrad.lr == pytest.approx(0.1 / 25)  # no momentum to cycle; scaled
+    with pytest.raises(gn.GpunetValueError, match="--momentum does not apply with --schedule onecycle"):
+        recipe.check_applicable(recipe.resolve({"schedule": "onecycle", "momentum": 0.5}), {"momentum"})
+
+
+def test_multistep_and_plateau_schedules(tmp_path, capsys):
+    assert main(["train", "--epochs", "4", "--batch-size", "256", "--out", str(tmp_path), "--no-doctor",
+                 "--schedule", "multistep", "--name", "m"]) == 0
+    assert [e["lr"] for e in _history(tmp_path / "m")] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
+    assert recipe.multistep_milestones(1) == [1] and recipe.multistep_milestones(20) == [10, 15]
+    # plateau: a high lr that leaves val_loss worse for more than 2 epochs, then ×0.1
+    assert main(["train", "--epochs", "6", "--batch-size", "128", "--lr", "0.5", "--out", str(tmp_path),
+                 "--no-doctor", "--schedule", "plateau", "--name", "p"]) == 0
+    capsys.readouterr()
+    hist = _history(tmp_path / "p")
+    replay = gn.optim.ReduceLROnPlateau(gn.optim.SGD(gn.models.mlp([4, 2]).parameters(), lr=0.5), **recipe.PLATEAU)
+    expected = []
+    for e in hist:
+        expected.append(replay.lr)
+        replay.step(e["val_loss"])
+    assert [e["lr"] for e in hist] == pytest.approx(expected)
+    assert min(expected) == pytest.approx(0.05)  # the plateau was reached and the lr lowered
+    with pytest.raises(gn.GpunetValueError, match="schedule plateau expected a validation split"):
+        recipe.resolve({"schedule": "plateau", "val_fraction": 0.0})
+    with pytest.raises(gn.GpunetValueError, match="schedule plateau expected lr_scaling none"):
+        recipe.resolve({"schedule": "plateau", "lr_scaling": "linear"})
 
 
 def test_one_replica_settings_refused_under_data_parallel():

@@ -3,6 +3,7 @@ shown as typed; errors give CLI advice."""
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -26,6 +27,7 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("name", DOCUMENTED)
 def test_every_flag_has_a_help_line(name):
+    assert "--help" in _sub(name).format_help()  # argparse formats every help line (a bare % breaks it)
     missing = [a.option_strings for a in _sub(name)._actions
                if a.option_strings and a.help in (None, "", argparse.SUPPRESS)]
     assert missing == []
@@ -44,6 +46,8 @@ def test_device_means_the_same_in_every_command():
     for name in ("train", "compare", "evaluate"):
         action = next(a for a in _sub(name)._actions if "--device" in a.option_strings)
         assert "cpu, cuda, cuda:N or auto" in action.help and action.default in (None, "auto"), name
+    exp = next(a for a in _sub("experiment")._actions if "--device" in a.option_strings)
+    assert "cpu, cuda, cuda:N or auto" in exp.help and exp.default == "cpu" and "recorded on the CPU" in exp.help
     helps = [a.help for a in _sub("compare")._actions if a.option_strings and a.dest != "help"]
     assert len(helps) > 10 and not any(h.startswith("(default") or "''" in h for h in helps)
 
@@ -80,3 +84,35 @@ def test_json_is_a_switch_in_every_command():
                 assert isinstance(a, argparse._StoreTrueAction), name
             if "--json-out" in a.option_strings:
                 assert a.nargs is None and not isinstance(a, argparse._StoreTrueAction), name
+
+
+def _flag_helps():
+    """{flag: {command: help}} over every gpunet command and every benchmark's own flags."""
+    from gpunet.cli import bench
+    seen = {}
+    for name in COMMANDS:
+        for a in _sub(name)._actions:
+            for flag in a.option_strings:
+                seen.setdefault(flag, {})[name] = (a.help or "") + f" [default={a.default}]"
+    for name in bench.BENCHMARKS:
+        parser = bench.load(name).build_parser()
+        for a in parser._actions:
+            for flag in a.option_strings:
+                seen.setdefault(flag, {})[f"bench {name}"] = (a.help or "") + f" [default={a.default}]"
+    return seen
+
+
+def test_one_meaning_per_flag_name():
+    seen = _flag_helps()
+    # --out is always a folder; a JSON file is --json-out, in doctor and every benchmark
+    assert set(seen["--out"]) == {"train", "compare", "experiment"}
+    assert all("folder" in h for h in seen["--out"].values()), seen["--out"]
+    from gpunet.cli import bench
+    assert {f"bench {n}" for n in bench.BENCHMARKS} | {"doctor"} <= set(seen["--json-out"])
+    assert all("JSON" in h for h in seen["--json-out"].values()), seen["--json-out"]
+    # --devices: a device list, one replica each; --replicas: a count
+    assert set(seen["--devices"]) == {"train", "compare"}
+    assert all("one replica per" in h for h in seen["--devices"].values()), seen["--devices"]
+    assert set(seen["--replicas"]) == {"compare", "doctor", "bench parallel"}
+    counts = [re.search(r"\[default=(.*)\]$", h).group(1) for h in seen["--replicas"].values()]
+    assert all(re.fullmatch(r"None|[0-9,]+", c) for c in counts) and "1,2,4" in counts, seen["--replicas"]

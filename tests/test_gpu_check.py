@@ -65,7 +65,7 @@ def test_gpu_check_plan_fits_the_window(tmp_path):
     day = r"\d{4}-\d{2}-\d{2}"
     for name, _, cmd in steps:
         if name.startswith("bench-"):
-            m = re.search(r"--out (\S+)", cmd)
+            m = re.search(r"--json-out (\S+)", cmd)
             assert m and re.fullmatch(rf".*/benchmarks/results/{day}-dry-run-{name[6:]}\.json", m.group(1)), cmd
     code = [line for line in SCRIPT.read_text().splitlines() if not line.lstrip().startswith("#")]
     assert not [line for line in code if "pip install" in line] and any("PYTHONPATH=" in line for line in code)

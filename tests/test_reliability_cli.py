@@ -138,7 +138,7 @@ def test_soak_detector_passes_a_flat_run_and_fails_a_leak(tmp_path, leak, code):
     out = tmp_path / "soak.json"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--dataset", "digits", "--epochs", "6",
                         "--hidden", "32", "--batch-size", "64", "--device", "cpu", "--quiet", "--leak-mib", str(leak),
-                        "--out", str(out)], capture_output=True, text=True, timeout=300,
+                        "--json-out", str(out)], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, GPUNET_FORCE_CPU="1", COLUMNS="160"))
     assert r.returncode == code, r.stdout + r.stderr
     result = json.loads(out.read_text())

@@ -8,4 +8,14 @@
 
 Each module has `main(argv) -> int`; scripts/bench_<name>.py in a checkout call the same.
 Shared helpers: host.py (device name, load average), torch_twin.py (the PyTorch side).
+Every benchmark says where it is with `progress` (a line per case or round on stderr, so
+stdout stays the table).
 """
+from __future__ import annotations
+
+import sys
+
+
+def progress(bench: str, i: int, n: int, what: str) -> None:
+    """One line on stderr: "bench NAME: i/n: what ..." (flushed, so pipes and logs see it now)."""
+    print(f"bench {bench}: {i}/{n}: {what} ...", file=sys.stderr, flush=True)

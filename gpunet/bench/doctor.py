@@ -12,7 +12,7 @@ step, the cost of ‖g‖² and ‖w‖² of every parameter (timed separately a
 
     direct overhead = doctor seconds / epoch seconds without the doctor.
 
-Usage: python -m gpunet bench doctor [--dataset mnist] [--repeats 5] [--device cpu] [--out bench.json]
+Usage: python -m gpunet bench doctor [--dataset mnist] [--repeats 5] [--device cpu] [--json-out bench.json]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet import backend, data, doctor, losses, models, optim
 from gpunet.bench.host import blas_threads, cpu_count, device_name, load_average
 
@@ -103,19 +104,25 @@ def one_epoch(train, device, with_doctor: bool, batch_size: int) -> dict:
     return out
 
 
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gpunet bench doctor", description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="mnist", help="dataset of the timed epochs (default mnist)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed epochs per side; the median is kept")
+    ap.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    ap.add_argument("--json-out", default="", help="write the results as JSON to this file", metavar="FILE")
+    return ap
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--out", default="")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     train = data.load(args.dataset, "train")
     load_before = load_average()
+    progress("doctor", 0, args.repeats, "warm-up epoch")
     one_epoch(train, args.device, True, args.batch_size)  # warm-up (allocator, BLAS threads, caches)
     runs = {"without": [], "with": []}
     for i in range(args.repeats):  # alternate, so drift in machine load hits both sides alike
+        progress("doctor", i + 1, args.repeats, "an epoch without and one with the doctor")
         for kind in (("without", "with") if i % 2 == 0 else ("with", "without")):
             runs[kind].append(one_epoch(train, args.device, kind == "with", args.batch_size))
     med = {(k, m): statistics.median(r[m] for r in v) for k, v in runs.items() for m in ("wall", "cpu")}
@@ -161,8 +168,8 @@ def main(argv=None) -> int:
                   f"range {result['overhead_wall_per_round_min']:+.2%} .. "
                   f"{result['overhead_wall_per_round_max']:+.2%}; load average {load_before} -> "
                   f"{result['load_average_after']}")
-    if args.out:
-        with open(args.out, "w") as f:
+    if args.json_out:
+        with open(args.json_out, "w") as f:
             json.dump(result, f, indent=1)
     return 0
 

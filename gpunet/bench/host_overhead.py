@@ -7,7 +7,7 @@ array ops the wrapper issues) with NumPy standing in for CuPy's array calls. Nex
 same call with the kernels folder looked up on every call (the behaviour before it was
 cached) and the cost of that lookup alone. Median of --repeats batches of --calls calls.
 
-    gpunet bench host_overhead [--out benchmarks/results/<date>-cpu-host-overhead.json]
+    gpunet bench host_overhead [--json-out benchmarks/results/<date>-cpu-host-overhead.json]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet import backend, ops
 from gpunet.bench.host import cpu_count, cpu_model, load_average
 from gpunet.ops import _kernels
@@ -104,12 +105,16 @@ def per_call_us(fn, calls, repeats, clock=time.thread_time):
     return statistics.median(times)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpunet bench host_overhead", description=__doc__.split("\n\n")[0])
+    p.add_argument("--json-out", default=None, help="write the results as JSON to this file", metavar="FILE")
     p.add_argument("--calls", type=int, default=2000, help="calls per timed batch")
     p.add_argument("--repeats", type=int, default=21, help="timed batches; the median is kept")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     saved = backend._import_cupy, backend._status_cache, dict(backend._devices), backend._toolchain_problem
     fake = null_cupy()
     backend._import_cupy = lambda: fake
@@ -137,7 +142,8 @@ def run(args):
         "relu_backward (out=)": lambda: ops.relu_backward(g, x, out=g),
     }
     rows = []
-    for name, fn in cases.items():
+    for i, (name, fn) in enumerate(cases.items()):
+        progress("host_overhead", i + 1, len(cases), name)
         cached = per_call_us(fn, args.calls, args.repeats)
         wall = per_call_us(fn, args.calls, args.repeats, clock=time.perf_counter)
         real_root = _kernels.kernels_root
@@ -162,10 +168,10 @@ def run(args):
                          f"{args.repeats} batches of {args.calls} calls (folder-lookup variant: {args.calls // 4})",
                "limit_us": LIMIT_US, "rows": rows, "kernels_dir_lookup_us": lookup,
                "fused_ce_within_limit": ce < LIMIT_US}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.out}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json_out}")
     if ce >= LIMIT_US:
         print(f"bench_host_overhead: fused CE host overhead {ce:.1f} µs is over the {LIMIT_US} µs limit",
               file=sys.stderr)

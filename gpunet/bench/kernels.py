@@ -13,7 +13,7 @@ reductions). All of it next to:
 Effective GB/s counts the bytes that must move: for cross-entropy the logits read once,
 dlogits written once and the labels; for ReLU backward dy and y read, dx written.
 
-    python scripts/bench_kernels.py --device cuda --out results.json [--repeats 20] [--quick]
+    python scripts/bench_kernels.py --device cuda --json-out results.json [--repeats 20] [--quick]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn  # noqa: E402
+from gpunet.bench import progress  # noqa: E402
 from gpunet import ops  # noqa: E402
 from gpunet.ops import relu as relu_mod  # noqa: E402
 from gpunet.ops.relu import relu_backward_mask_xp, relu_backward_xp  # noqa: E402
@@ -38,14 +39,18 @@ CE_SHAPES = [(128, 10), (4096, 10), (65536, 10), (16384, 1000), (8192, 32768), (
 RELU_SIZES = [2**20, 2**24, 2**28]
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpunet bench kernels", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="a CUDA device: cuda or cuda:N (default: cuda)")
-    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+    p.add_argument("--json-out", default=None, help="write the results as JSON to this file", metavar="FILE")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per case; the median is kept (>= 20)")
     p.add_argument("--quick", action="store_true", help="skip the largest cases (a smoke run)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def timer(xp, repeats):
@@ -233,19 +238,22 @@ def main(argv=None):
     results["softmax_cross_entropy"], results["relu"] = [], []
 
     def save():   # after every case: a crash keeps what was measured
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=2))
+        if args.json_out:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_out).write_text(json.dumps(results, indent=2))
+    cases = len(ce_shapes) + len(relu_sizes)
     with dev:
-        for N, C in ce_shapes:
+        for i, (N, C) in enumerate(ce_shapes):
+            progress("kernels", i + 1, cases, f"softmax_cross_entropy N={N} C={C}")
             results["softmax_cross_entropy"].append(bench_ce(dev, time_ms, torch_mods, N, C))
             save()
-        for n in relu_sizes:
+        for i, n in enumerate(relu_sizes):
+            progress("kernels", len(ce_shapes) + i + 1, cases, f"relu n={n}")
             results["relu"].append(bench_relu(dev, time_ms, torch_mods, n))
             save()
     print_tables(results)
-    if args.out:
-        print(f"wrote {args.out}")
+    if args.json_out:
+        print(f"wrote {args.json_out}")
     failed = [r for r in results["softmax_cross_entropy"] + results["relu"] if not r["check_ok"]]
     if failed:
         print(f"bench_kernels: {len(failed)} kernel(s) disagree with their twin; see check_max_rel_err",

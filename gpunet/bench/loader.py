@@ -1,6 +1,6 @@
 """Benchmark: DataLoader throughput on MNIST next to one MLP training step.
 
-    python scripts/bench_loader.py --device auto --out runs/bench_loader.json
+    python scripts/bench_loader.py --device auto --json-out runs/bench_loader.json
 
 For batch sizes 128 and 1024 it times
   - the loader, resident (uint8 data on the device, gather + cast + scale per batch) and
@@ -11,7 +11,7 @@ For batch sizes 128 and 1024 it times
     layers cost.
 Times are medians over --repeats runs, with a device sync before each clock read.
 loader/step < 1 means the loader is not the bottleneck. Results print as a rich
-table and are written as JSON (device, date, versions) to --out.
+table and are written as JSON (device, date, versions) to --json-out.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet.backend import versions
 from gpunet.bench.host import device_name
 
@@ -97,7 +98,8 @@ def run(args) -> dict:
     dev = gn.device(args.device)
     ds = gn.data.load("mnist", "train", root=args.root)
     rows = []
-    for bs in BATCH_SIZES:
+    for i, bs in enumerate(BATCH_SIZES):
+        progress("loader", i + 1, len(BATCH_SIZES), f"batch size {bs}")
         resident = gn.data.DataLoader(ds, bs, device=dev, seed=0)
         host = gn.data.DataLoader(ds, bs, device=dev, seed=0, resident_budget_bytes=0)
         t_res, t_host = time_loader(resident, dev, args.repeats), time_loader(host, dev, args.repeats)
@@ -127,22 +129,26 @@ def print_table(report: dict) -> None:
     console.print(t)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpunet bench loader", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="cpu, cuda or auto")
+    p.add_argument("--json-out", default=None, help="write the results as JSON to this file", metavar="FILE")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--root", default=None, help="folder holding mnist/ (else the usual search)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         report = run(args)
     except gn.GpunetError as e:
         print(f"bench_loader: {e}", file=sys.stderr)
         return 2
     print_table(report)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -4,7 +4,7 @@ Trains the MNIST MLP (784-512-256-10, batch 128) for a few epochs both ways in o
 process, alternating, and reports the median epoch time of each and their ratio.
 Also times N simulated replicas on the same device for reference.
 
-    python scripts/bench_parallel.py --device cpu --out benchmarks/results/parallel-cpu.json
+    python scripts/bench_parallel.py --device cpu --json-out benchmarks/results/parallel-cpu.json
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gpunet as gn
+from gpunet.bench import progress
 from gpunet.bench.host import device_name, load_average
 
 
@@ -31,14 +32,18 @@ def make_trainer(device, devices):
     return gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, device=device, devices=devices)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=5)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gpunet bench parallel", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; every replica shares it (default cpu)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed epochs per case; the median is kept")
     ap.add_argument("--samples", type=int, default=20000, help="MNIST training samples per epoch")
     ap.add_argument("--replicas", type=int, default=4, help="also time this many simulated replicas")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    ap.add_argument("--json-out", default=None, help="write the results as JSON to this file", metavar="FILE")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         dev = gn.device(args.device)
     except gn.GpunetError as e:
@@ -50,7 +55,8 @@ def main(argv=None) -> int:
               f"data parallel, N={args.replicas} on one device": [dev.name] * args.replicas}
     trainers = {k: make_trainer(dev, v) for k, v in setups.items()}
     times = {k: [] for k in setups}
-    for _ in range(args.repeats + 1):  # the first round warms up and is dropped
+    for r in range(args.repeats + 1):  # the first round warms up and is dropped
+        progress("parallel", r + 1, args.repeats + 1, "warm-up round" if r == 0 else f"round {r}")
         for name, t in trainers.items():
             t.epoch = 0
             t.history.epochs.clear()
@@ -71,9 +77,9 @@ def main(argv=None) -> int:
               "machine": platform.machine(), "load_average": load_average(),
               "date": datetime.date.today().isoformat(), "samples": len(data), "batch_size": 128,
               "repeats": args.repeats, "rows": rows}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(result, indent=1))
     return 0
 
 

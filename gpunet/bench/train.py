@@ -1,7 +1,7 @@
 """Benchmark: training throughput of gpunet against PyTorch on the same workloads.
 
-    gpunet bench train --device cpu --out auto
-    python scripts/bench_train.py --device cuda --out benchmarks/results/train-h100.json
+    gpunet bench train --device cpu --json-out auto
+    python scripts/bench_train.py --device cuda --json-out benchmarks/results/train-h100.json
 
 Workloads (float32, SGD with momentum 0.9, softmax cross-entropy):
     mlp-b128, mlp-b1024   MLP 784-512-256-10 on MNIST, batch 128 and 1024
@@ -299,8 +299,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpunet bench train", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
-    p.add_argument("--out", default=None, help="write JSON here; 'auto' picks "
-                                               "benchmarks/results/train-<device>-<model>-<date>.json")
+    p.add_argument("--json-out", default=None, metavar="FILE",
+                   help="write the results as JSON to this file; 'auto' picks "
+                        "benchmarks/results/train-<device>-<model>-<date>.json")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per side before timing")
     p.add_argument("--seconds", type=float, default=1.0, help="length of one timed segment")
     p.add_argument("--rounds", type=int, default=5, help="timed segments per side; the median is reported")
@@ -317,6 +318,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+build_parser = parser
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -325,8 +329,8 @@ def main(argv=None) -> int:
         print(f"bench train: {e}", file=sys.stderr)
         return 2
     print_table(report)
-    if args.out:
-        out = Path(default_out(report) if args.out == "auto" else args.out)
+    if args.json_out:
+        out = Path(default_out(report) if args.json_out == "auto" else args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {out}")

@@ -1,7 +1,7 @@
 """`gpunet bench train|kernels|loader|parallel|doctor`: run one benchmark with its own flags.
 
-    gpunet bench train --device cpu --out auto
-    gpunet bench loader --device cuda --out runs/bench_loader.json
+    gpunet bench train --device cpu --json-out auto
+    gpunet bench loader --device cuda --json-out runs/bench_loader.json
 
 Every benchmark ships in the package (gpunet/bench/<name>.py), so this works from an
 installed wheel; scripts/bench_<name>.py in a checkout run the same modules.

@@ -28,7 +28,10 @@ def add_arguments(parser) -> None:
     d = ExperimentConfig()
     parser.add_argument("name", nargs="?", default=d.name, help="the experiment to run (see --list)")
     parser.add_argument("--quick", action="store_true", help="a few seconds on a CPU")
-    parser.add_argument("--device", default=d.device, help='"cpu", "cuda", "cuda:N" or "auto"')
+    parser.add_argument("--device", default=d.device,
+                        help="cpu, cuda, cuda:N or auto (default cpu, not auto as in train: the committed "
+                             "results in docs/results were recorded on the CPU, where --check reproduces "
+                             "them bit for bit)")
     parser.add_argument("--out", default=d.out, help="folder for result.json and plots")
     parser.add_argument("--list", action="store_true", help="list the experiments and their questions")
     parser.add_argument("--check", action="store_true",

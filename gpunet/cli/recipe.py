@@ -50,7 +50,7 @@ class TrainConfig:
     lr_scaling: str = "none"         # "linear": lr × replicas (Goyal et al. 2017)
     warmup_epochs: float = 0.0       # linear warmup to the scaled lr
     threads: int = 0                 # BLAS threads on the CPU (0: gpunet's choice, gn.threads.AUTO_THREADS)
-    schedule: str = "none"           # per-epoch lr schedule: a name in SCHEDULES
+    schedule: str = "none"           # lr schedule: a name in SCHEDULES
     early_stopping: int = 0          # stop after this many epochs without a better val_loss (0: never)
     clip_grad_norm: float = 0.0      # clip the global gradient norm to this (0: no clipping)
     augment: bool = False            # random crop (and flip for cifar10, fashion-mnist) of training batches
@@ -77,6 +77,12 @@ class TrainConfig:
         if self.early_stopping and not self.val_fraction:
             raise GpunetValueError("TrainConfig: early_stopping expected a validation split to watch "
                                    f"(--val-fraction > 0), got val_fraction {self.val_fraction}")
+        if self.schedule == "plateau" and not self.val_fraction:
+            raise GpunetValueError("TrainConfig: schedule plateau expected a validation split to watch "
+                                   f"(--val-fraction > 0), got val_fraction {self.val_fraction}")
+        if self.schedule == "plateau" and self.lr_scaling != "none":
+            raise GpunetValueError(f"TrainConfig: schedule plateau expected lr_scaling none (it lowers the "
+                                   f"lr it is given, unscaled), got lr_scaling {self.lr_scaling!r}")
         one_of("TrainConfig", "dtype", self.dtype, DTYPES)
         one_of("TrainConfig", "optimizer", self.optimizer, tuple(optim.OPTIMIZERS))
         one_of("TrainConfig", "init", self.init, nn.init.NAMES)
@@ -119,13 +125,44 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 DTYPES = ("float32", "float64")
 LOGS = ("csv", "tensorboard")
-# --schedule NAME -> the run's per-epoch Schedule (None: constant lr). To offer another schedule,
-# add its name here with a builder from the config (e.g. the epochs it spans).
+# --schedule NAME -> the run's lr schedule (None: constant lr). A builder takes the config, the
+# optimizer, the steps per epoch and the linear-scaling factor, and returns a per-epoch Schedule,
+# or a gn.optim.Scheduler / ReduceLROnPlateau that the Trainer's StepScheduler adopts (a
+# Scheduler with unit="step" advances after every optimizer step). To offer another schedule,
+# add its name here and a line in SCHEDULE_HELP.
 SCHEDULES = {
-    "none": lambda cfg: None,
-    "cosine": lambda cfg: optim.Cosine(total=cfg.epochs),                    # base lr -> 0 over the run
-    "step": lambda cfg: optim.StepLR(step_size=max(1, cfg.epochs // 3)),     # ×0.1 at 1/3 and 2/3
+    "none": lambda cfg, opt, steps, scale: None,
+    "cosine": lambda cfg, opt, steps, scale: optim.Cosine(total=cfg.epochs),                 # base lr -> 0 over the run
+    "step": lambda cfg, opt, steps, scale: optim.StepLR(step_size=max(1, cfg.epochs // 3)),  # ×0.1 at 1/3 and 2/3
+    "multistep": lambda cfg, opt, steps, scale: optim.MultiStep(milestones=multistep_milestones(cfg.epochs)),
+    "onecycle": lambda cfg, opt, steps, scale: onecycle(cfg, opt, steps, scale),
+    "plateau": lambda cfg, opt, steps, scale: optim.ReduceLROnPlateau(opt, **PLATEAU),
 }
+SCHEDULE_HELP = ("none: constant; cosine: to 0 over the run; step: ×0.1 at 1/3 and 2/3 of the epochs; "
+                 "multistep: ×0.1 at 1/2 and 3/4; onecycle: per step, up from lr/25 to lr over the first "
+                 "3/10 of the run, then down to lr/25e4, momentum (or Adam's β₁) cycled 0.95→0.85→0.95; "
+                 "plateau: ×0.1 after 2 epochs without a better val_loss (needs --val-fraction > 0)")
+PLATEAU = {"factor": 0.1, "patience": 2, "monitor": "val_loss"}
+CYCLES_MOMENTUM = ("sgd", "adam", "adamw", "nadam", "radam")  # optimizers with a momentum or β₁ to cycle
+
+
+def multistep_milestones(epochs: int) -> list:
+    """The epochs where --schedule multistep multiplies the lr by 0.1: at 1/2 and 3/4 of the run."""
+    return sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
+
+
+def onecycle(cfg, opt, steps_per_epoch: int, scale: float = 1.0):
+    """--schedule onecycle: a Scheduler over every optimizer step of the run (epochs × steps per
+    epoch), from each group's lr (× the linear-scaling factor), cycling momentum where the
+    optimizer has one."""
+    if opt is None or steps_per_epoch is None:
+        raise GpunetValueError("schedule onecycle: expected the optimizer and the steps per epoch, got none")
+    total = max(2, cfg.epochs * int(steps_per_epoch))
+    cycle = cfg.optimizer in CYCLES_MOMENTUM
+    return optim.Scheduler(None, optim.OneCycle(total, cycle_momentum=cycle), unit="step",
+                           base_lr=[float(g["lr"]) * scale for g in opt.param_groups])
+
+
 AUGMENT_FLIP = ("cifar10", "fashion-mnist")  # mirror-symmetric classes; digits are not
 
 # Which zoo models and optimizers a setting reaches. A setting the user gives (flag or config
@@ -155,6 +192,9 @@ def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
         if name in OPTIMIZER_SETTINGS and cfg.optimizer not in OPTIMIZER_SETTINGS[name]:
             raise GpunetValueError(f"{flag} does not apply to --optimizer {cfg.optimizer}: {WHY_NOT[name]} "
                                    f"(it applies to {', '.join(OPTIMIZER_SETTINGS[name])})")
+        if name == "momentum" and cfg.schedule == "onecycle":
+            raise GpunetValueError(f"{flag} does not apply with --schedule onecycle: it cycles the momentum "
+                                   f"between 0.95 and 0.85 itself")
         if name in ONE_REPLICA_SETTINGS and replicas > 1 and getattr(cfg, name) != FIELDS[name].default:
             raise GpunetValueError(f"{flag} applies to single-device runs for now: drop it or train "
                                    f"without --devices / gpunet launch")
@@ -163,9 +203,13 @@ def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
                                    f"--devices cpu,cpu (or cuda:0,cuda:1) or start the run with gpunet launch")
 
 
-def schedule(cfg: TrainConfig):
-    """The per-epoch lr Schedule of `--schedule` (None for "none")."""
-    return SCHEDULES[cfg.schedule](cfg)
+def schedule(cfg: TrainConfig, optimizer=None, steps_per_epoch=None, scale: float = 1.0):
+    """The lr schedule of `--schedule` for the Trainer (None for "none"): a per-epoch Schedule,
+    or a Scheduler (onecycle, per step) or ReduceLROnPlateau (plateau), which need the optimizer
+    and, for onecycle, the steps per epoch."""
+    if cfg.schedule == "plateau" and optimizer is None:
+        raise GpunetValueError("schedule plateau: expected the optimizer, got none")
+    return SCHEDULES[cfg.schedule](cfg, optimizer, steps_per_epoch, scale)
 
 
 def augmentation(cfg: TrainConfig, sample_shape):

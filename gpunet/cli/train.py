@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -45,7 +46,7 @@ HELP = {  # one line per flag; the default is appended as the user would type it
     "devices": "data parallel in this process, one replica per device: cpu,cpu or cuda:0,cuda:1",
     "reduce": "data parallel: combine replica gradients by mean or sum",
     "lr_scaling": "data parallel: linear multiplies lr by the replicas", "warmup_epochs": "linear lr warmup",
-    "threads": "BLAS threads on the CPU (0: gpunet's choice, 1)", "schedule": "per-epoch lr schedule",
+    "threads": "BLAS threads on the CPU (0: gpunet's choice, 1)", "schedule": recipe.SCHEDULE_HELP,
     "early_stopping": "stop after N epochs without a lower val_loss (0: never)",
     "clip_grad_norm": "clip the global gradient norm (0: off)",
     "augment": "random crop (and flip for cifar10, fashion-mnist) of training images",
@@ -288,7 +289,8 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
     ckpt = ModelCheckpoint(folder, monitor="val_accuracy", every_n_steps=cfg.checkpoint_every or None)
     loss = losses.SoftmaxCrossEntropy()
     logger = JSONLLogger(folder / "metrics.jsonl", append=cfg.resume)
-    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed, schedule=recipe.schedule(cfg),
+    trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed,
+                         schedule=run_schedule(cfg, opt, train_set, comm),
                          accumulate=1 if (comm or cfg.device_list()) else cfg.accumulate,
                          callbacks=[logger, ckpt, *extra_callbacks(cfg, folder)],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
@@ -384,6 +386,14 @@ def _restart_or_stop(e, restart, last, console):
     return None
 
 
+def run_schedule(cfg, opt, train_set, comm=None):
+    """The --schedule of this run, with its steps per epoch (one per global batch) and the
+    linear-scaling factor (the replicas under --lr-scaling linear)."""
+    replicas = comm.world_size if comm is not None else len(cfg.device_list() or ()) or 1
+    scale = replicas if cfg.lr_scaling == "linear" else 1
+    return recipe.schedule(cfg, opt, math.ceil(len(train_set) / cfg.batch_size), scale)
+
+
 def extra_callbacks(cfg, folder) -> list:
     """Callbacks for --early-stopping, --clip-grad-norm and --log."""
     out = []
@@ -402,7 +412,8 @@ def extra_callbacks(cfg, folder) -> list:
 def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) -> int:
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
-                         schedule=recipe.schedule(cfg), devices=[dev], comm=comm, reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
+                         schedule=run_schedule(cfg, opt, train_set, comm), devices=[dev], comm=comm,
+                         reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
                          warmup_epochs=cfg.warmup_epochs,
                          doctor=False)  # rank 0 reports; ProcessSync spreads its stop to every rank
     trainer.config = dataclasses.asdict(cfg)
