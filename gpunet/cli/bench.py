@@ -17,6 +17,7 @@ BENCHMARKS = {
     "loader": "DataLoader throughput next to an MLP step (gpunet.bench.loader)",
     "parallel": "data-parallel overhead at N=1 and N simulated replicas (gpunet.bench.parallel)",
     "doctor": "LiveDoctor's overhead on a training run (gpunet.bench.doctor)",
+    "mpi": "MPI all-reduce and bucketed overlap across real ranks on the CPU (gpunet.bench.mpi)",
     "host_overhead": "host time of one fused-CE / ReLU-backward call on the GPU wrapper path (gpunet.bench.host_overhead)",
 }
 
