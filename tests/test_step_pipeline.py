@@ -150,3 +150,27 @@ def test_loss_evaluate_default_matches_forward():
     s, n, c = mse.evaluate(pred, target)
     assert n == 6 and float(s) == pytest.approx(float(mse.forward(pred, target)) * 6, rel=1e-15)
     assert int(c) == int(count_correct(pred, target))
+
+
+@pytest.mark.parametrize("kind", ["scheduler", "plateau"])
+def test_linear_scaling_reaches_a_schedule_the_user_built(data, kind):
+    """A Scheduler or ReduceLROnPlateau built on the optimizer before the Trainer existed is
+    scaled like a Schedule: with 2 replicas and lr_scaling="linear" its lr is doubled."""
+    lrs = []
+
+    class Spy(Callback):
+        def on_before_optimizer_step(self, step, logs=None):
+            lrs.append([o.lr for o in self.trainer.engine.optimizers])
+
+    gn.manual_seed(0)
+    model = gn.models.mlp([64, 16, 10])
+    opt = gn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = (gn.optim.Scheduler(opt, gn.optim.schedules.StepLR(1, gamma=0.5)) if kind == "scheduler"
+             else gn.optim.ReduceLROnPlateau(opt, patience=0, factor=0.5, threshold=10.0, monitor="loss"))
+    t = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), opt, devices=["cpu", "cpu"], lr_scaling="linear",
+                   schedule=sched, doctor=False, callbacks=[Spy()])
+    t.fit(data, epochs=2, batch_size=64)
+    per_epoch = len(lrs) // 2
+    # epoch 0 at 2 × 0.1; then StepLR halves it, and the plateau (threshold 10: never better) halves it too
+    np.testing.assert_allclose([row[0] for row in lrs], [0.2] * per_epoch + [0.1] * per_epoch, rtol=1e-12)
+    assert all(len(set(row)) == 1 for row in lrs)

@@ -80,9 +80,6 @@ class TrainConfig:
         if self.schedule == "plateau" and not self.val_fraction:
             raise GpunetValueError("TrainConfig: schedule plateau expected a validation split to watch "
                                    f"(--val-fraction > 0), got val_fraction {self.val_fraction}")
-        if self.schedule == "plateau" and self.lr_scaling != "none":
-            raise GpunetValueError(f"TrainConfig: schedule plateau expected lr_scaling none (it lowers the "
-                                   f"lr it is given, unscaled), got lr_scaling {self.lr_scaling!r}")
         one_of("TrainConfig", "dtype", self.dtype, DTYPES)
         one_of("TrainConfig", "optimizer", self.optimizer, tuple(optim.OPTIMIZERS))
         one_of("TrainConfig", "init", self.init, nn.init.NAMES)
@@ -131,12 +128,12 @@ LOGS = ("csv", "tensorboard")
 # Scheduler with unit="step" advances after every optimizer step). To offer another schedule,
 # add its name here and a line in SCHEDULE_HELP.
 SCHEDULES = {
-    "none": lambda cfg, opt, steps, scale: None,
-    "cosine": lambda cfg, opt, steps, scale: optim.Cosine(total=cfg.epochs),                 # base lr -> 0 over the run
-    "step": lambda cfg, opt, steps, scale: optim.StepLR(step_size=max(1, cfg.epochs // 3)),  # ×0.1 at 1/3 and 2/3
-    "multistep": lambda cfg, opt, steps, scale: optim.MultiStep(milestones=multistep_milestones(cfg.epochs)),
-    "onecycle": lambda cfg, opt, steps, scale: onecycle(cfg, opt, steps, scale),
-    "plateau": lambda cfg, opt, steps, scale: optim.ReduceLROnPlateau(opt, **PLATEAU),
+    "none": lambda cfg, opt, steps: None,
+    "cosine": lambda cfg, opt, steps: optim.Cosine(total=cfg.epochs),                 # base lr -> 0 over the run
+    "step": lambda cfg, opt, steps: optim.StepLR(step_size=max(1, cfg.epochs // 3)),  # ×0.1 at 1/3 and 2/3
+    "multistep": lambda cfg, opt, steps: optim.MultiStep(milestones=multistep_milestones(cfg.epochs)),
+    "onecycle": lambda cfg, opt, steps: onecycle(cfg, opt, steps),
+    "plateau": lambda cfg, opt, steps: optim.ReduceLROnPlateau(opt, **PLATEAU),
 }
 SCHEDULE_HELP = ("none: constant; cosine: to 0 over the run; step: ×0.1 at 1/3 and 2/3 of the epochs; "
                  "multistep: ×0.1 at 1/2 and 3/4; onecycle: per step, up from lr/25 to lr over the first "
@@ -151,16 +148,16 @@ def multistep_milestones(epochs: int) -> list:
     return sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
 
 
-def onecycle(cfg, opt, steps_per_epoch: int, scale: float = 1.0):
+def onecycle(cfg, opt, steps_per_epoch: int):
     """--schedule onecycle: a Scheduler over every optimizer step of the run (epochs × steps per
-    epoch), from each group's lr (× the linear-scaling factor), cycling momentum where the
-    optimizer has one."""
+    epoch), from each group's lr, cycling momentum where the optimizer has one. The Trainer
+    applies linear scaling to it, as to every schedule."""
     if opt is None or steps_per_epoch is None:
         raise GpunetValueError("schedule onecycle: expected the optimizer and the steps per epoch, got none")
     total = max(2, cfg.epochs * int(steps_per_epoch))
     cycle = cfg.optimizer in CYCLES_MOMENTUM
     return optim.Scheduler(None, optim.OneCycle(total, cycle_momentum=cycle), unit="step",
-                           base_lr=[float(g["lr"]) * scale for g in opt.param_groups])
+                           base_lr=[float(g["lr"]) for g in opt.param_groups])
 
 
 AUGMENT_FLIP = ("cifar10", "fashion-mnist")  # mirror-symmetric classes; digits are not
@@ -203,13 +200,13 @@ def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
                                    f"--devices cpu,cpu (or cuda:0,cuda:1) or start the run with gpunet launch")
 
 
-def schedule(cfg: TrainConfig, optimizer=None, steps_per_epoch=None, scale: float = 1.0):
+def schedule(cfg: TrainConfig, optimizer=None, steps_per_epoch=None):
     """The lr schedule of `--schedule` for the Trainer (None for "none"): a per-epoch Schedule,
     or a Scheduler (onecycle, per step) or ReduceLROnPlateau (plateau), which need the optimizer
     and, for onecycle, the steps per epoch."""
     if cfg.schedule == "plateau" and optimizer is None:
         raise GpunetValueError("schedule plateau: expected the optimizer, got none")
-    return SCHEDULES[cfg.schedule](cfg, optimizer, steps_per_epoch, scale)
+    return SCHEDULES[cfg.schedule](cfg, optimizer, steps_per_epoch)
 
 
 def augmentation(cfg: TrainConfig, sample_shape):

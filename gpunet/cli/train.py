@@ -290,7 +290,7 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
     loss = losses.SoftmaxCrossEntropy()
     logger = JSONLLogger(folder / "metrics.jsonl", append=cfg.resume)
     trainer = gn.Trainer(model, loss, opt, device=dev, seed=cfg.seed,
-                         schedule=run_schedule(cfg, opt, train_set, comm),
+                         schedule=run_schedule(cfg, opt, train_set),
                          accumulate=1 if (comm or cfg.device_list()) else cfg.accumulate,
                          callbacks=[logger, ckpt, *extra_callbacks(cfg, folder)],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
@@ -386,12 +386,10 @@ def _restart_or_stop(e, restart, last, console):
     return None
 
 
-def run_schedule(cfg, opt, train_set, comm=None):
-    """The --schedule of this run, with its steps per epoch (one per global batch) and the
-    linear-scaling factor (the replicas under --lr-scaling linear)."""
-    replicas = comm.world_size if comm is not None else len(cfg.device_list() or ()) or 1
-    scale = replicas if cfg.lr_scaling == "linear" else 1
-    return recipe.schedule(cfg, opt, math.ceil(len(train_set) / cfg.batch_size), scale)
+def run_schedule(cfg, opt, train_set):
+    """The --schedule of this run, with its steps per epoch (one per global batch); the Trainer
+    applies --lr-scaling to it."""
+    return recipe.schedule(cfg, opt, math.ceil(len(train_set) / cfg.batch_size))
 
 
 def extra_callbacks(cfg, folder) -> list:
@@ -412,7 +410,7 @@ def extra_callbacks(cfg, folder) -> list:
 def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) -> int:
     """A rank other than 0 under `gpunet launch`: same steps, no files, no output."""
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
-                         schedule=run_schedule(cfg, opt, train_set, comm), devices=[dev], comm=comm,
+                         schedule=run_schedule(cfg, opt, train_set), devices=[dev], comm=comm,
                          reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
                          warmup_epochs=cfg.warmup_epochs,
                          doctor=False)  # rank 0 reports; ProcessSync spreads its stop to every rank

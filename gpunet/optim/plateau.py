@@ -66,6 +66,15 @@ class ReduceLROnPlateau:
         self._lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
         return self
 
+    def scale_by(self, factor: float) -> "ReduceLROnPlateau":
+        """Multiply the lrs it tracks (and min_lr) by `factor`: linear scaling over replicas."""
+        if factor != 1:
+            if not self.writes:
+                self._lrs = [lr * factor for lr in self._lrs]
+            self.min_lrs = [m * factor for m in self.min_lrs]
+            self.lr = self.lrs[0]
+        return self
+
     @property
     def lrs(self) -> list:
         """Each group's lr: the optimizer's, or (detached) the ones this scheduler computed."""

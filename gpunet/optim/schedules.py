@@ -295,6 +295,14 @@ class Scheduler:
         if self.momentum is not None:
             set_momentum(self.optimizer, self.momentum)
 
+    def scale_by(self, factor: float) -> "Scheduler":
+        """Multiply the base lrs by `factor` (linear scaling over replicas) and re-apply."""
+        if factor != 1:
+            self.base_lrs = [b * factor for b in self.base_lrs]
+            self.base_lr = self.base_lrs[0]
+            self._apply()
+        return self
+
     def detach(self) -> "Scheduler":
         """Stop writing the optimizer's lr and momentum: a `StepScheduler` (the Trainer's)
         reads `lr` and `momentum` instead and writes them on every replica's optimizer."""
@@ -392,7 +400,7 @@ class StepScheduler:
             return None
         from .plateau import ReduceLROnPlateau  # it imports this floor's optimizer module
         if isinstance(schedule, (Scheduler, ReduceLROnPlateau)):
-            return schedule.detach()
+            return schedule.detach().scale_by(self.scale)  # linear scaling reaches the user's schedule too
         if hasattr(schedule, "step") and hasattr(schedule, "state_dict"):
             raise GpunetTypeError(f"schedule: expected a gn.optim.Scheduler, ReduceLROnPlateau or a Schedule, got "
                                   f"{type(schedule).__name__}")
