@@ -103,8 +103,11 @@ def main(argv=None) -> int:
         return 0
     from gpunet.bench.host import cpu_model, load_average
     from gpunet.parallel.launch import find_mpiexec, mpiexec_argv
+    from gpunet.bench import progress
     runs = []
-    for n in (int(v) for v in args.ranks.split(",")):
+    counts = [int(v) for v in args.ranks.split(",")]
+    for i, n in enumerate(counts):
+        progress("mpi", i + 1, len(counts), f"{n} ranks")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "r.json"
             env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
