@@ -72,6 +72,13 @@ class Layer(Module):
                                    f"this batch first")
         return value
 
+    def _saved_shapes(self, dy):
+        """(x_shape, y_shape) that forward kept as `self._cache = (x.shape, y.shape)`, once dy
+        has y_shape (the state of layers whose backward needs the shapes only)."""
+        x_shape, y_shape = self._saved()
+        self._check_dy(dy, y_shape)
+        return x_shape, y_shape
+
     def _scratch(self, name, shape, dtype):
         """A work array kept by this layer between calls, for temporaries that never leave it
         (im2col columns, BatchNorm's x − mean, GEMM outputs before a transpose).

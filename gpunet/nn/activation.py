@@ -136,26 +136,36 @@ class Tanh(Layer):
         return dx
 
 
-class Softmax(Layer):
+class _AlongAxis(Layer):
+    """Softmax and LogSoftmax: an int `axis`, checked against each input's dimensions."""
+
+    def __init__(self, axis=-1):
+        super().__init__()
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise GpunetValueError(f"{type(self).__name__}: axis expected an int, got {axis!r}")
+        self.axis = axis
+        self._cache = None
+
+    def _check_input(self, x):
+        self._check_array(x)
+        if not -x.ndim <= self.axis < x.ndim:
+            raise self._shape_error(f"at least {self.axis + 1 if self.axis >= 0 else -self.axis} "
+                                    f"dimensions (axis={self.axis})", x)
+        self._check_float(x)
+
+    def extra_repr(self):
+        return "" if self.axis == -1 else f"axis={self.axis}"
+
+
+class Softmax(_AlongAxis):
     """Normalised exponentials along `axis` (max-subtracted, so no overflow).
 
     For classification training prefer raw logits into gn.losses.SoftmaxCrossEntropy,
     which fuses softmax with the loss and is more accurate.
     """
 
-    def __init__(self, axis=-1):
-        super().__init__()
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise GpunetValueError(f"Softmax: axis expected an int, got {axis!r}")
-        self.axis = axis
-        self._cache = None
-
     def forward(self, x):
-        self._check_array(x)
-        if not -x.ndim <= self.axis < x.ndim:
-            raise self._shape_error(f"at least {self.axis + 1 if self.axis >= 0 else -self.axis} "
-                                    f"dimensions (axis={self.axis})", x)
-        self._check_float(x)
+        self._check_input(x)
         xp = backend.xp_of(x)
         y = x - x.max(axis=self.axis, keepdims=True)
         xp.exp(y, out=y)
@@ -171,11 +181,8 @@ class Softmax(Layer):
         dx -= y * s
         return dx
 
-    def extra_repr(self):
-        return "" if self.axis == -1 else f"axis={self.axis}"
 
-
-class LogSoftmax(Layer):
+class LogSoftmax(_AlongAxis):
     """log(softmax(x)) along `axis` (PyTorch's `dim` is accepted as an alias), computed as
     x − max − log Σ e^(x − max): finite for any finite x, unlike log(Softmax(x)).
 
@@ -183,22 +190,14 @@ class LogSoftmax(Layer):
     """
 
     def __init__(self, axis=-1, *, dim=None):
-        super().__init__()
         if dim is not None:
             if axis != -1:
                 raise GpunetValueError(f"LogSoftmax: give axis or dim, not both (got axis={axis!r}, dim={dim!r})")
             axis = dim
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise GpunetValueError(f"LogSoftmax: axis expected an int, got {axis!r}")
-        self.axis = axis
-        self._cache = None
+        super().__init__(axis)
 
     def forward(self, x):
-        self._check_array(x)
-        if not -x.ndim <= self.axis < x.ndim:
-            raise self._shape_error(f"at least {self.axis + 1 if self.axis >= 0 else -self.axis} "
-                                    f"dimensions (axis={self.axis})", x)
-        self._check_float(x)
+        self._check_input(x)
         xp = backend.xp_of(x)
         y = x - x.max(axis=self.axis, keepdims=True)
         y -= xp.log(xp.exp(y).sum(axis=self.axis, keepdims=True))
@@ -213,6 +212,3 @@ class LogSoftmax(Layer):
         dx *= dy.sum(axis=self.axis, keepdims=True)
         xp.subtract(dy, dx, out=dx)
         return dx
-
-    def extra_repr(self):
-        return "" if self.axis == -1 else f"axis={self.axis}"

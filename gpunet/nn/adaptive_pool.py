@@ -82,8 +82,7 @@ class AdaptiveAvgPool2d(_AdaptivePool2d):
         return y
 
     def backward(self, dy, need_input_grad=True):
-        x_shape, y_shape = self._saved()
-        self._check_dy(dy, y_shape)
+        x_shape, y_shape = self._saved_shapes(dy)
         xp = backend.xp_of(dy)
         (H, W), (Ho, Wo) = x_shape[2:], y_shape[2:]
         if (Ho, Wo) == (1, 1):

@@ -57,7 +57,32 @@ def _gemm(xp, a, b, out=None):
     return xp.matmul(a, b, out=out)
 
 
-class Conv2d(RegularizedLayer):
+class _ConvLayer(RegularizedLayer):
+    """What Conv2d and ConvTranspose2d share: the size arguments, the weight and bias."""
+
+    def _init_sizes(self, name, in_channels, out_channels, kernel_size, stride, dilation, groups):
+        self.in_channels = positive_int(name, "in_channels", in_channels)
+        self.out_channels = positive_int(name, "out_channels", out_channels)
+        self.kernel_size = int_pair(name, "kernel_size", kernel_size)
+        self.stride = int_pair(name, "stride", stride)
+        self.dilation = int_pair(name, "dilation", dilation)
+        self.groups = positive_int(name, "groups", groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise GpunetValueError(f"{name}: groups expected to divide in_channels ({self.in_channels}) "
+                                   f"and out_channels ({self.out_channels}), got {groups!r}")
+
+    def _init_parameters(self, name, shape, bias, init, bias_init, kernel_regularizer, activity_regularizer):
+        """The weight of `shape`, the bias (out_channels,) unless bias=False, the regularizers."""
+        has_bias = boolean(name, "bias", bias)
+        self.weight = Parameter(_init.initialize(init, shape, arg="init"))
+        bias_init = _init.bias_initializer(init, bias_init, shape)
+        self.bias = Parameter(_init.initialize(bias_init, (self.out_channels,), arg="bias_init")) \
+            if has_bias else None
+        self._init_regularizers(kernel_regularizer, activity_regularizer)
+        self._cache = None
+
+
+class Conv2d(_ConvLayer):
     """NCHW convolution; weight (out_channels, in_channels/groups, kh, kw), bias (out_channels,).
 
     kernel_size, stride, dilation and an int padding take an int or an (h, w) pair; padding
@@ -71,29 +96,15 @@ class Conv2d(RegularizedLayer):
                  activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
         super().__init__()
         name = type(self).__name__
-        self.in_channels = positive_int(name, "in_channels", in_channels)
-        self.out_channels = positive_int(name, "out_channels", out_channels)
-        self.kernel_size = int_pair(name, "kernel_size", kernel_size)
-        self.stride = int_pair(name, "stride", stride)
-        self.dilation = int_pair(name, "dilation", dilation)
-        self.groups = positive_int(name, "groups", groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise GpunetValueError(f"{name}: groups expected to divide in_channels ({self.in_channels}) "
-                                   f"and out_channels ({self.out_channels}), got {groups!r}")
+        self._init_sizes(name, in_channels, out_channels, kernel_size, stride, dilation, groups)
         if padding_mode not in PADDING_MODES:
             raise GpunetValueError(f"{name}: padding_mode expected one of {PADDING_MODES}, "
                                    f"got {padding_mode!r}")
         self.padding_mode = padding_mode
         self.pads = conv_padding(name, padding, self.kernel_size, self.stride, self.dilation)
         self.padding = padding if isinstance(padding, str) else (self.pads[0], self.pads[2])
-        has_bias = boolean(name, "bias", bias)
-        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        self.weight = Parameter(_init.initialize(init, shape, arg="init"))
-        bias_init = _init.bias_initializer(init, bias_init, shape)
-        self.bias = Parameter(_init.initialize(bias_init, (self.out_channels,), arg="bias_init")) \
-            if has_bias else None
-        self._init_regularizers(kernel_regularizer, activity_regularizer)
-        self._cache = None
+        self._init_parameters(name, (self.out_channels, self.in_channels // self.groups, *self.kernel_size),
+                              bias, init, bias_init, kernel_regularizer, activity_regularizer)
 
     @property
     def _inside(self):

@@ -18,14 +18,12 @@ output_padding must be smaller than the stride (PyTorch also allows it below the
 from __future__ import annotations
 
 from ..errors import GpunetValueError
-from . import init as _init
-from ._layer import RegularizedLayer, boolean, int_pair, positive_int
+from ._layer import int_pair
 from ._window import col2im, im2col
-from .conv import _gemm
-from .module import Parameter
+from .conv import _ConvLayer, _gemm
 
 
-class ConvTranspose2d(RegularizedLayer):
+class ConvTranspose2d(_ConvLayer):
     """NCHW transposed convolution; weight (in_channels, out_channels/groups, kh, kw), bias (out_channels,).
 
     kernel_size, stride, padding, output_padding and dilation take an int or an (h, w) pair.
@@ -38,28 +36,14 @@ class ConvTranspose2d(RegularizedLayer):
                  kernel_regularizer=None, activity_regularizer=None):
         super().__init__()
         name = "ConvTranspose2d"
-        self.in_channels = positive_int(name, "in_channels", in_channels)
-        self.out_channels = positive_int(name, "out_channels", out_channels)
-        self.kernel_size = int_pair(name, "kernel_size", kernel_size)
-        self.stride = int_pair(name, "stride", stride)
+        self._init_sizes(name, in_channels, out_channels, kernel_size, stride, dilation, groups)
         self.padding = int_pair(name, "padding", padding, minimum=0)
         self.output_padding = int_pair(name, "output_padding", output_padding, minimum=0)
-        self.dilation = int_pair(name, "dilation", dilation)
-        self.groups = positive_int(name, "groups", groups)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise GpunetValueError(f"{name}: groups expected to divide in_channels ({self.in_channels}) "
-                                   f"and out_channels ({self.out_channels}), got {groups!r}")
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise GpunetValueError(f"{name}: output_padding expected smaller than the stride {self.stride}, "
                                    f"got {output_padding!r}")
-        has_bias = boolean(name, "bias", bias)
-        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
-        self.weight = Parameter(_init.initialize(init, shape, arg="init"))
-        bias_init = _init.bias_initializer(init, bias_init, shape)
-        self.bias = Parameter(_init.initialize(bias_init, (self.out_channels,), arg="bias_init")) \
-            if has_bias else None
-        self._init_regularizers(kernel_regularizer, activity_regularizer)
-        self._cache = None
+        self._init_parameters(name, (self.in_channels, self.out_channels // self.groups, *self.kernel_size),
+                              bias, init, bias_init, kernel_regularizer, activity_regularizer)
 
     def _out_hw(self, H, W):
         return tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in

@@ -196,8 +196,7 @@ class AvgPool2d(_Pool2d):
         return y
 
     def backward(self, dy, need_input_grad=True):
-        x_shape, y_shape = self._saved()
-        self._check_dy(dy, y_shape)
+        x_shape, y_shape = self._saved_shapes(dy)
         xp = backend.xp_of(dy)
         ph, pw = self.padding
         N, C, H, W = x_shape

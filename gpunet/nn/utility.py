@@ -59,8 +59,7 @@ class ZeroPad2d(Layer):
         return y
 
     def backward(self, dy, need_input_grad=True):
-        x_shape, y_shape = self._saved()
-        self._check_dy(dy, y_shape)
+        x_shape, y_shape = self._saved_shapes(dy)
         left, right, top, bottom = self.padding
         return unpad_mode(dy, (top, bottom, left, right), "zeros", *x_shape[-2:])
 

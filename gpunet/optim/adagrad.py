@@ -40,10 +40,7 @@ class Adagrad(Optimizer):
 
     def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
-        g = p.grad
-        if h["weight_decay"]:
-            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
-            g += p.grad
+        g = self._l2_grad(p, h["weight_decay"])
         s0 = h["initial_accumulator_value"]
         s = self._buffer(i, "sum", None if s0 == 0 else (lambda q: xp.full_like(q.data, s0)))
         tmp = xp.multiply(g, g)  # the one scratch array of this update

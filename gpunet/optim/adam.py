@@ -41,7 +41,38 @@ def check_bool(name, arg, value):
     return value
 
 
-class Adam(Optimizer):
+class _AdamMoments(Optimizer):
+    """What Adam, AdamW, RAdam and NAdam share: betas, eps and weight_decay plus one bool
+    hyperparameter (FLAG), the weight decay and the m and v updates."""
+
+    FLAG = "amsgrad"
+
+    def _check_hyper(self, h: dict) -> dict:
+        name = type(self).__name__
+        out = check_betas(name, h, super()._check_hyper(h))
+        out[self.FLAG] = check_bool(name, self.FLAG, h[self.FLAG])
+        return out
+
+    def _moments(self, i, p, h, decoupled):
+        """Weight decay (decoupled: w ← w·(1 − lr·wd) now; else L2 into g), then m and v
+        updated in place; returns (g, m, v, tmp), tmp the one scratch array of the update."""
+        w, xp = p.data, backend.xp_of(p.data)
+        if decoupled and h["weight_decay"]:
+            w *= 1.0 - h["lr"] * h["weight_decay"]
+        g = p.grad if decoupled else self._l2_grad(p, h["weight_decay"])
+        m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
+        b1, b2 = h["betas"]
+        tmp = xp.multiply(g, 1.0 - b1)
+        m *= b1
+        m += tmp
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v *= b2
+        v += tmp
+        return g, m, v, tmp
+
+
+class Adam(_AdamMoments):
     """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False); L2 decay."""
 
     HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
@@ -51,32 +82,13 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
-    def _check_hyper(self, h: dict) -> dict:
-        name = type(self).__name__
-        out = check_betas(name, h, super()._check_hyper(h))
-        out["amsgrad"] = check_bool(name, "amsgrad", h["amsgrad"])
-        return out
-
     def _buffer_names(self, hyper: dict) -> tuple:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hyper["amsgrad"] else ())
 
     def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
-        g = p.grad
-        if h["weight_decay"] and self.DECOUPLED:
-            w *= 1.0 - h["lr"] * h["weight_decay"]
-        elif h["weight_decay"]:
-            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
-            g += p.grad
-        m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
+        _, m, v, tmp = self._moments(i, p, h, self.DECOUPLED)
         b1, b2 = h["betas"]
-        tmp = xp.multiply(g, 1.0 - b1)  # the one scratch array of this update
-        m *= b1
-        m += tmp
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
         # Bias corrections are host floats from the step count: no device value is read.
         t = self.step_count
         step_size = h["lr"] / (1.0 - b1 ** t)

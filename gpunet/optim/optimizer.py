@@ -164,6 +164,16 @@ class Optimizer:
         for p in self.params:
             p.zero_grad()
 
+    @staticmethod
+    def _l2_grad(p: Parameter, weight_decay: float):
+        """p.grad + weight_decay · p.data in a fresh array (p.grad stays as it was), or p.grad
+        itself when weight_decay is 0: L2 decay folded into the gradient."""
+        if not weight_decay:
+            return p.grad
+        g = backend.xp_of(p.data).multiply(p.data, weight_decay)
+        g += p.grad
+        return g
+
     def _buffer(self, i: int, name: str, init=None):
         """State buffer `name` of parameter i: created on first use (zeros, or `init(p)`),
         and moved/cast when the parameter has moved device or dtype since."""

@@ -29,41 +29,16 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .adam import check_betas, check_bool
-from .optimizer import Optimizer, check_number
+from .adam import _AdamMoments
+from .optimizer import check_number
 
 
-class _AdamFamily(Optimizer):
+class _AdamFamily(_AdamMoments):
     HYPER = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay")
-
-    def _check_hyper(self, h: dict) -> dict:
-        name = type(self).__name__
-        out = check_betas(name, h, super()._check_hyper(h))
-        out["decoupled_weight_decay"] = check_bool(name, "decoupled_weight_decay", h["decoupled_weight_decay"])
-        return out
+    FLAG = "decoupled_weight_decay"
 
     def _buffer_names(self, hyper: dict) -> tuple:
         return ("exp_avg", "exp_avg_sq")
-
-    def _moments(self, i, p, h):
-        """Decay, then update m and v in place; returns (g, m, v, scratch array)."""
-        w, xp = p.data, backend.xp_of(p.data)
-        g = p.grad
-        if h["weight_decay"] and h["decoupled_weight_decay"]:
-            w *= 1.0 - h["lr"] * h["weight_decay"]
-        elif h["weight_decay"]:
-            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
-            g += p.grad
-        m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
-        b1, b2 = h["betas"]
-        tmp = xp.multiply(g, 1.0 - b1)
-        m *= b1
-        m += tmp
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
-        return g, m, v, tmp
 
 
 class RAdam(_AdamFamily):
@@ -76,7 +51,7 @@ class RAdam(_AdamFamily):
 
     def _update(self, i, p, h):
         xp = backend.xp_of(p.data)
-        _, m, v, tmp = self._moments(i, p, h)
+        _, m, v, tmp = self._moments(i, p, h, h["decoupled_weight_decay"])
         b1, b2 = h["betas"]
         t = self.step_count
         bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
@@ -135,7 +110,7 @@ class NAdam(_AdamFamily):
 
     def _update(self, i, p, h):
         xp = backend.xp_of(p.data)
-        g, m, v, tmp = self._moments(i, p, h)
+        g, m, v, tmp = self._moments(i, p, h, h["decoupled_weight_decay"])
         mu, mu_next, prod = self._step_mu[id(h)]
         t, lr = self.step_count, h["lr"]
         xp.divide(v, 1.0 - h["betas"][1] ** t, out=tmp)

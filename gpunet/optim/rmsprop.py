@@ -45,10 +45,7 @@ class RMSprop(Optimizer):
 
     def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
-        g = p.grad
-        if h["weight_decay"]:
-            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
-            g += p.grad
+        g = self._l2_grad(p, h["weight_decay"])
         a = h["alpha"]
         s = self._buffer(i, "square_avg")
         tmp = xp.multiply(g, g)  # the one scratch array of this update

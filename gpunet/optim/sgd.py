@@ -82,11 +82,8 @@ class SGD(Optimizer):
 
     def _update(self, i, p, h):
         w, xp = p.data, backend.xp_of(p.data)
-        g, owned = p.grad, False  # owned: d is this step's scratch array, free to overwrite
-        if h["weight_decay"]:
-            g = xp.multiply(w, h["weight_decay"])  # g + wd·w in a fresh array: p.grad stays as it was
-            g += p.grad
-            owned = True
+        g = self._l2_grad(p, h["weight_decay"])
+        owned = g is not p.grad  # owned: d is this step's scratch array, free to overwrite
         d = g
         if h["momentum"]:
             v = self._velocity(i, p, g, h)
