@@ -5,7 +5,7 @@ One step (through an engine: step.LocalEngine on one device, parallel.DataParall
            model.backward(loss_fn.backward()); callbacks.on_before_optimizer_step;
            optimizer.step(); optimizer.zero_grad()
 
-The learning rate has one writer, the StepScheduler (optim/schedules.py): linear
+The learning rate has one writer, the StepScheduler (optim/step_scheduler.py): linear
 scaling, warmup and the user's schedule in one place, set on every replica.
 
 Loss sums and correct counts accumulate **on the device**; the host reads them only
@@ -28,7 +28,7 @@ from .callbacks import CallbackList, History, RichProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
-from .optim.schedules import StepScheduler
+from .optim.step_scheduler import StepScheduler
 from .parallel.engine import REDUCES
 from .parallel.process import make_engine
 from .step import LocalEngine

@@ -22,14 +22,13 @@ import gpunet as gn
 
 from .. import losses
 from ..callbacks import ClipGradNorm, CSVLogger, EarlyStopping, JSONLLogger, ModelCheckpoint, TensorBoardLogger
-from ..checkpoint import read_checkpoint
 from ..fileio import append_bytes, atomic_write_bytes
 from .flags import add_field_flag
 from ..errors import GpunetError, GpunetValueError, RunFolderError, describe_os_error
 from ..parallel import mpi
 from ..plot import write_curves
 from ..runlock import lock_run_folder
-from . import recipe, set_run_folder
+from . import recipe, resume, set_run_folder
 
 
 HELP = {  # one line per flag; the default is appended as the user would type it
@@ -86,10 +85,7 @@ def add_arguments(parser) -> None:
                              "in the same folder (its checkpoints and metrics are replaced)")
 
 
-# Settings a resumed run keeps: changing them would not continue the same run exactly
-# (another model shape, dtype, data order or batch composition).
-FROZEN_ON_RESUME = ("dataset", "model", "hidden", "dropout", "init", "dtype", "batch_size", "optimizer",
-                    "seed", "val_fraction")
+
 
 
 def run_dir(cfg) -> Path:
@@ -143,9 +139,9 @@ def run(args) -> int:
             raise GpunetValueError("--restart: expected together with --resume (a run without --resume "
                                    "always starts in a new folder), got --restart alone")
         if cfg.resume:  # continue with the run's own settings; flags given now override them
-            saved = saved_config(cfg)
+            saved = resume.saved_config(run_dir(cfg))
             cfg = recipe.resolve(flags, args.config, base=saved)
-            check_frozen(saved, flags, args.config, "config.json")
+            resume.check_frozen(saved, flags, args.config, "config.json")
         if args.timeout is not None and not args.timeout > 0:
             raise gn.GpunetValueError(f"--timeout: expected seconds > 0, got {args.timeout!r}")
         given = recipe.given_settings(flags, args.config)
@@ -160,39 +156,6 @@ def run(args) -> int:
 def cli_advice(message: str) -> str:
     """A config error in the words of the command line: "TrainConfig: lr expected ..." -> "--lr expected ..."."""
     return re.sub(r"\bTrainConfig: (\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
-
-
-def _explicit(flags, config_file) -> dict:
-    """The settings given on this command line and in its --config file (not the defaults)."""
-    values = recipe.load_config_file(config_file) if config_file else {}
-    values.update({k: v for k, v in flags.items() if v is not None and k in recipe.FIELDS})
-    return values
-
-
-def check_frozen(saved: dict, flags, config_file, source: str) -> None:
-    """Refuse a resume that changes a setting in FROZEN_ON_RESUME (before anything is written)."""
-    given = _explicit(flags, config_file)
-    changed = [f"{k}: {saved[k]!r} in {source}, got {given[k]!r}" for k in FROZEN_ON_RESUME
-               if k in given and k in saved and given[k] != saved[k]]
-    if changed:
-        raise GpunetValueError("--resume: a resumed run keeps its model, dtype, batch size, optimizer, data "
-                               "and seed, so it continues exactly; " + "; ".join(changed) +
-                               ". Drop these flags, or start a new run (without --resume) to change them")
-
-
-def saved_config(cfg) -> dict:
-    """The config.json of the run `cfg` resumes ({} when it has none yet)."""
-    path = run_dir(cfg) / "config.json"
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(recipe.read_small_file(path, "--resume: the run's config"))
-    except ValueError as e:
-        raise gn.CheckpointError(f"--resume: cannot read the run's config {path}: {e}") from None
-    if not isinstance(saved, dict):
-        raise gn.CheckpointError(f"--resume: the run's config {path}: expected a JSON object, "
-                                 f"got {type(saved).__name__}")
-    return saved
 
 
 def pick_device(cfg, world: int, local_rank: int):
@@ -300,7 +263,7 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
     if comm is not None:
         trainer.engine.check_every = cfg.checkpoint_every or None
     if cfg.resume:  # everything is checked before the first byte is written
-        meta = _resume_or_restart(cfg, trainer, last, restart, console)
+        meta = resume.resume_or_restart(cfg, trainer, last, restart, console)
         if meta is not None:
             # Finished: every epoch trained and the final outputs written (a run killed between
             # its last checkpoint and history.json resumes to write them).
@@ -350,40 +313,6 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
     history.to_json(folder / "history.json")
     summary(console, history, test, folder, write_curves(history.epochs, folder))
     return 0
-
-
-def _resume_or_restart(cfg, trainer, last, restart, console):
-    """Load checkpoint-last into `trainer` and return its meta, or None to start over.
-
-    A missing or unreadable checkpoint stops the command unless `restart` is set: starting
-    over would replace the run's checkpoint-best.npz and metrics. The load is atomic, so
-    a refused checkpoint leaves the fresh model and optimizer as they were."""
-    try:
-        if not last.is_file():
-            raise gn.CheckpointError(f"--resume: expected a checkpoint at {last}, found none (the run was "
-                                     f"stopped before its first checkpoint, or the file was removed)")
-        header, _ = read_checkpoint(last, meta_only=True)
-    except gn.CheckpointError as e:
-        return _restart_or_stop(e, restart, last, console)
-    saved = header.get("meta", {}).get("config") if isinstance(header.get("meta"), dict) else None
-    if isinstance(saved, dict):  # settings a resumed run keeps: refused even with --restart
-        mismatch = [f"{k}: {saved[k]!r} in the checkpoint, {getattr(cfg, k)!r} now"
-                    for k in FROZEN_ON_RESUME if k in saved and saved[k] != getattr(cfg, k)]
-        if mismatch:
-            raise gn.CheckpointError(f"--resume: {last} was written by a run with other settings; "
-                                     + "; ".join(mismatch) + " (a resumed run keeps them). Nothing was changed")
-    try:
-        return trainer.resume(last)
-    except gn.CheckpointError as e:
-        return _restart_or_stop(e, restart, last, console)
-
-
-def _restart_or_stop(e, restart, last, console):
-    if not restart:
-        raise gn.CheckpointError(f"{e}. Nothing was changed. To start the run over in this folder "
-                                 f"(replacing its checkpoints and metrics), add --restart") from None
-    console.print(f"--restart: {escape(str(e))}; starting the run over in {last.parent}")
-    return None
 
 
 def run_schedule(cfg, opt, train_set):

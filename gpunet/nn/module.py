@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import CheckpointError, GpunetTypeError
+from . import sharing
 
 
 class Parameter:
@@ -366,7 +367,7 @@ class Sequential(Module):
     def forward(self, x):
         shared = self._shared()
         if shared:
-            return _forward_shared(self, shared, x)
+            return sharing.forward_shared(self, shared, x)
         for layer in self._children.values():
             x = layer.forward(x)
         return x
@@ -376,7 +377,7 @@ class Sequential(Module):
         key = tuple(id(m) for m in self._children.values())
         cached = self.__dict__.get("_shared_cache")
         if cached is None or cached[0] != key:
-            cached = (key, _shared_positions(list(self._children.values())))
+            cached = (key, sharing.shared_positions(list(self._children.values())))
             object.__setattr__(self, "_shared_cache", cached)
         return cached[1]
 
@@ -385,7 +386,7 @@ class Sequential(Module):
         layer with parameters are skipped and that layer is asked for its grads only."""
         layers = list(self._children.values())
         if self._shared():
-            dx = _backward_shared(self, layers, dy)
+            dx = sharing.backward_shared(self, layers, dy)
             return dx if need_input_grad else None
         if need_input_grad:
             return _backward_chain(layers, dy)
@@ -394,59 +395,6 @@ class Sequential(Module):
         if first < len(layers):
             layers[first].backward(dy, need_input_grad=False)
         return None
-
-
-# ---------------------------------------------------------------- weight sharing
-#
-# A module may sit at several positions of one Sequential (tied weights: the same Linear
-# applied twice). Its parameters are listed once, and every use's backward adds into the
-# same Parameter.grad, so the gradient is the sum over the uses. What each use's backward
-# needs (the per-call cache a layer keeps in plain attributes, and the scratch arrays that
-# cache may point into) is saved per position after that use's forward and put back
-# before that use's backward. Parameters, buffers and child modules are not part of it.
-
-_NOT_PER_CALL = ("_params", "_buffers", "_children", "training", "device")
-
-
-def _shared_positions(layers) -> dict:
-    where = {}
-    for i, layer in enumerate(layers):
-        for m in layer.modules():
-            where.setdefault(id(m), (m, set()))[1].add(i)
-    shared = {}
-    for m, positions in where.values():
-        if len(positions) > 1:
-            for i in positions:
-                shared.setdefault(i, []).append(m)
-    return shared
-
-
-def _per_call_state(m) -> dict:
-    skip = set(m._params) | set(m._buffers) | set(m._children)
-    return {k: v for k, v in m.__dict__.items() if k not in skip and k not in _NOT_PER_CALL}
-
-
-def _forward_shared(seq, shared, x):
-    scratch = seq.__dict__.setdefault("_shared_scratch", {})  # per (position, module), kept across steps
-    saved = {}
-    for i, layer in enumerate(seq._children.values()):
-        for m in shared.get(i, ()):
-            object.__setattr__(m, "_scratch_bufs", scratch.setdefault((i, id(m)), {}))
-        x = layer.forward(x)
-        if i in shared:
-            saved[i] = [(m, _per_call_state(m)) for m in shared[i]]
-    object.__setattr__(seq, "_shared_calls", saved)
-    return x
-
-
-def _backward_shared(seq, layers, dy):
-    saved = seq.__dict__.get("_shared_calls") or {}
-    for i in range(len(layers) - 1, -1, -1):
-        for m, state in saved.get(i, ()):
-            for k, v in state.items():
-                object.__setattr__(m, k, v)
-        dy = layers[i].backward(dy)
-    return dy
 
 
 def _backward_chain(layers, dy):
