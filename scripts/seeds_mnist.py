@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from gpunet.bench.host import write_json
 
 COMMAND = ["--dataset", "mnist", "--model", "mlp", "--hidden", "512,256", "--epochs", "2"]
 VARIANTS = {"plain": [], "cos": ["--schedule", "cosine"], "onecycle": ["--schedule", "onecycle"]}
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
         print(f"{name:6} {' '.join(extra) or '(defaults)':20} test accuracy {min(accs):.4f}-{max(accs):.4f} "
               f"over seeds {args.seeds}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.json_out, report)
         print(f"wrote {args.json_out}")
     return 0
 

@@ -25,18 +25,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import json
 import platform
 import resource
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
 import gpunet as gn
 from gpunet.backend import versions
 from gpunet.callbacks import Callback, ModelCheckpoint
+from gpunet.bench.host import write_json
 
 MIB = 2.0 ** 20
 
@@ -181,8 +180,7 @@ def main(argv=None) -> int:
         return 2
     report(result)
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(result, indent=1))
+        write_json(args.json_out, result, indent=1)
     return 0 if result["ok"] else 1
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import time
 
@@ -30,7 +29,7 @@ from rich.table import Table
 import gpunet as gn
 from gpunet.bench import progress
 from gpunet import backend, data, doctor, losses, models, optim
-from gpunet.bench.host import blas_threads, cpu_count, device_name, load_average
+from gpunet.bench.host import blas_threads, cpu_count, device_name, load_average, write_json
 
 
 class TimedLiveDoctor(doctor.LiveDoctor):
@@ -169,8 +168,7 @@ def main(argv=None) -> int:
                   f"{result['overhead_wall_per_round_max']:+.2%}; load average {load_before} -> "
                   f"{result['load_average_after']}")
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json_out, result)
     return 0
 
 

@@ -93,3 +93,13 @@ def slug(text: str) -> str:
     while "--" in out:
         out = out.replace("--", "-")
     return out.strip("-") or "unknown"
+
+
+def write_json(path, obj, indent: int = 1) -> Path:
+    """Write a benchmark's JSON result to `path` (folders created), atomically: a crash while
+    writing keeps the previous file, so a benchmark can save after every case."""
+    import json
+    from ..fileio import atomic_write_bytes
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
+    return path

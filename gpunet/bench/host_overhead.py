@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import time
 import types
-from pathlib import Path
 
 import numpy as np
 
 import gpunet as gn
 from gpunet.bench import progress
 from gpunet import backend, ops
-from gpunet.bench.host import cpu_count, cpu_model, load_average
+from gpunet.bench.host import cpu_count, cpu_model, load_average, write_json
 from gpunet.ops import _kernels
 
 LIMIT_US = 30.0
@@ -169,8 +167,7 @@ def run(args):
                "limit_us": LIMIT_US, "rows": rows, "kernels_dir_lookup_us": lookup,
                "fused_ce_within_limit": ce < LIMIT_US}
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(results, indent=2))
+        write_json(args.json_out, results, indent=2)
         print(f"wrote {args.json_out}")
     if ce >= LIMIT_US:
         print(f"bench_host_overhead: fused CE host overhead {ce:.1f} µs is over the {LIMIT_US} µs limit",

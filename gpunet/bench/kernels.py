@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import datetime
-import json
 import statistics
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +31,7 @@ from gpunet import ops  # noqa: E402
 from gpunet.ops import relu as relu_mod  # noqa: E402
 from gpunet.ops.relu import relu_backward_mask_xp, relu_backward_xp  # noqa: E402
 from gpunet.ops.softmax_cross_entropy_xp import softmax_cross_entropy_xp  # noqa: E402
+from gpunet.bench.host import write_json
 
 ce_mod = importlib.import_module("gpunet.ops.softmax_cross_entropy")   # the module, not the function
 CE_SHAPES = [(128, 10), (4096, 10), (65536, 10), (16384, 1000), (8192, 32768), (4096, 131072)]
@@ -239,8 +238,7 @@ def main(argv=None):
 
     def save():   # after every case: a crash keeps what was measured
         if args.json_out:
-            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json_out).write_text(json.dumps(results, indent=2))
+            write_json(args.json_out, results, indent=2)
     cases = len(ce_shapes) + len(relu_sizes)
     with dev:
         for i, (N, C) in enumerate(ce_shapes):

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 import gpunet as gn
 from gpunet.bench import progress
 from gpunet.backend import versions
-from gpunet.bench.host import device_name
+from gpunet.bench.host import device_name, write_json
 
 BATCH_SIZES = (128, 1024)
 LAYERS = (784, 512, 256, 10)
@@ -147,8 +145,7 @@ def main(argv=None) -> int:
         return 2
     print_table(report)
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_out, report, indent=2)
     return 0
 
 

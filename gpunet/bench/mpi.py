@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gpunet.bench.host import write_json
 
 def rank_main(out_path, steps, blocks):
     import gpunet as gn
@@ -126,8 +127,7 @@ def main(argv=None) -> int:
               "date": datetime.date.today().isoformat(), "model": "mlp 784-1024-1024-1024-10 float32",
               "batch_per_rank": 64, "steps_per_block": args.steps, "blocks": args.blocks, "runs": runs}
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(result, indent=1))
+        write_json(args.json_out, result, indent=1)
     return 0
 
 

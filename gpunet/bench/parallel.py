@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import statistics
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 import gpunet as gn
 from gpunet.bench import progress
-from gpunet.bench.host import device_name, load_average
+from gpunet.bench.host import device_name, load_average, write_json
 
 
 def make_trainer(device, devices):
@@ -78,8 +76,7 @@ def main(argv=None) -> int:
               "date": datetime.date.today().isoformat(), "samples": len(data), "batch_size": 128,
               "repeats": args.repeats, "rows": rows}
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(result, indent=1))
+        write_json(args.json_out, result, indent=1)
     return 0
 
 

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -42,6 +40,7 @@ import numpy as np
 from .. import backend, losses, models, optim, threads
 from ..errors import GpunetError
 from . import host, torch_twin
+from .host import write_json
 
 CHECK_RTOL = 1e-3
 CHECK_RTOL_FLOAT64 = 1e-9
@@ -330,9 +329,7 @@ def main(argv=None) -> int:
         return 2
     print_table(report)
     if args.json_out:
-        out = Path(default_out(report) if args.json_out == "auto" else args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        out = write_json(default_out(report) if args.json_out == "auto" else args.json_out, report)
         print(f"wrote {out}")
     failed = [r["workload"] for r in report["results"] if r["check"]["ok"] is False]
     if failed:
