@@ -17,8 +17,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 
 from . import backend
 from .errors import CheckpointError, NonFiniteError
-from .fileio import append_bytes, atomic_write_bytes  # noqa: F401  (re-exported: the old import path)
+from .fileio import append_bytes, atomic_write_bytes, regular_file  # noqa: F401  (the first two re-exported: the old import path)
 
 FORMAT = "gpunet-checkpoint"
 VERSION = 1
@@ -92,13 +90,7 @@ def read_checkpoint(path, meta_only: bool = False, limits=None) -> tuple[dict, d
     member to its end checks its CRC. `meta_only` reads the __meta__ record alone.
     """
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {path}: file not found ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"checkpoint {path}: expected a regular file, got "
-                              f"{'a folder' if stat.S_ISDIR(st.st_mode) else 'a FIFO, device or socket'}")
+    regular_file(path, "checkpoint", CheckpointError)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:

@@ -10,6 +10,7 @@ RunFolderError naming the path and the OS's reason, and the file already there k
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -70,3 +71,23 @@ def append_bytes(path, data: bytes) -> None:
             f.write(data)
     except OSError as e:
         raise RunFolderError(describe_os_error(e, "cannot write", path), e.errno) from e
+
+
+def regular_file(path, what: str, error=RunFolderError) -> os.stat_result:
+    """The stat of `path` when it is a regular file; otherwise `error` naming what it is (a
+    folder, a FIFO, a device, a socket) or why it cannot be read. Checked before opening,
+    so a FIFO or a device never blocks a read."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise error(f"{what} {path}: file not found ({e.strerror or e})") from None
+    except OSError as e:
+        raise error(f"{what} {path}: cannot read it: {e.strerror or e}") from None
+    mode = st.st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise error(f"{what} {path}: expected a regular file, got {kind}")
+    return st

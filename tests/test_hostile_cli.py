@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import gpunet
-from gpunet import checkpoint
+from gpunet import checkpoint, fileio
 from gpunet.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_a_failed_write_names_the_path_and_the_os_reason_and_keeps_the_checkpoin
         if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".checkpoint-"):
             raise OSError(failure[0], failure[1])
         return real_fsync(fd)
-    monkeypatch.setattr(checkpoint.os, "fsync", fail)
+    monkeypatch.setattr(fileio.os, "fsync", fail)  # os.fsync inside the one write function
     code, out = cli("train", *SMALL, "--name", "r", "--resume", "--epochs", "2")
     refused(code, out, "checkpoint-", failure[1], "cannot write")
     after = files(trained)

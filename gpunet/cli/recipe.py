@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import backend, data, models, nn, optim
 from ..argcheck import non_negative, one_of
 from ..errors import GpunetValueError
+from ..fileio import regular_file
 from ..parallel.engine import REDUCES
 from ..train import LR_SCALINGS
 
@@ -247,18 +248,8 @@ MAX_CONFIG_BYTES = 1 << 20
 def read_small_file(path, what: str, limit: int = MAX_CONFIG_BYTES) -> str:
     """The UTF-8 text of a regular file of at most `limit` bytes. A FIFO, a device, a folder
     or a huge file is refused before it is read, so none of them can hang or fill memory."""
-    import os
-    import stat
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise GpunetValueError(f"{what} {path}: cannot read it: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise GpunetValueError(f"{what} {path}: expected a regular file, got {kind}")
+    st = regular_file(path, what, GpunetValueError)
     if st.st_size > limit:
         raise GpunetValueError(f"{what} {path}: expected at most {limit} bytes, got {st.st_size}")
     try:
