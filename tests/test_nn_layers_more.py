@@ -9,8 +9,9 @@ import pytest
 
 import gpunet as gn
 from gpunet import backend
-from gpunet.nn import Module
 from gpunet.testing import gradcheck_module
+
+from test_nn_layers import Reseeded
 
 nn = gn.nn
 
@@ -76,20 +77,6 @@ def test_gradcheck(dev, name, make, shape):
 def test_gradcheck_eval_mode_conv_rebuilds_padded_cols(dev):
     layer = nn.Conv2d(2, 2, 3, padding="same", padding_mode="reflect").to(dev, dtype="float64").eval()
     gradcheck_module(layer, randn(dev, 1, 2, 4, 4))
-
-
-class Reseeded(Module):
-    def __init__(self, inner, dev, seed=7):
-        super().__init__()
-        self.inner, self.seed = inner, seed
-        inner.generator = backend.Device(dev.kind, dev.index, seed=seed)
-
-    def forward(self, x):
-        self.inner.generator.seed(self.seed)
-        return self.inner.forward(x)
-
-    def backward(self, dy):
-        return self.inner.backward(dy)
 
 
 def test_gradcheck_dropout2d(dev):
