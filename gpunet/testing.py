@@ -20,7 +20,7 @@ class GradcheckError(AssertionError):
     """The analytic and numeric gradients disagree beyond the tolerance."""
 
 
-def _numeric_grad(f, arr, eps):
+def numeric_grad(f, arr, eps=1e-6):
     """Central differences of the scalar function f() with respect to `arr`, in place."""
     xp = backend.xp_of(arr)
     flat = arr.reshape(-1)  # a view: arr must be contiguous
@@ -75,11 +75,11 @@ def gradcheck_module(module, x, dy=None, eps=1e-6, atol=1e-6, rtol=1e-5, check_i
     dx = module.backward(dy)
     checked = {}
     if check_input:
-        assert_close(f"{type(module).__name__} dx", dx, _numeric_grad(scalar, x, eps), atol, rtol)
+        assert_close(f"{type(module).__name__} dx", dx, numeric_grad(scalar, x, eps), atol, rtol)
         checked["x"] = dx
     for name, p in module.named_parameters():
         analytic = p.grad.copy()
-        assert_close(f"{type(module).__name__} d{name}", analytic, _numeric_grad(scalar, p.data, eps), atol, rtol)
+        assert_close(f"{type(module).__name__} d{name}", analytic, numeric_grad(scalar, p.data, eps), atol, rtol)
         checked[name] = analytic
     return checked
 
@@ -103,5 +103,5 @@ def gradcheck_loss(loss_fn, pred, target, eps=1e-6, atol=1e-6, rtol=1e-5, upstre
 
     loss_fn.forward(pred, target)
     analytic = loss_fn.backward(upstream)
-    assert_close(f"{type(loss_fn).__name__} dpred", analytic, _numeric_grad(scalar, pred, eps), atol, rtol)
+    assert_close(f"{type(loss_fn).__name__} dpred", analytic, numeric_grad(scalar, pred, eps), atol, rtol)
     return analytic

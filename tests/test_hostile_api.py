@@ -14,6 +14,7 @@ import pytest
 
 import gpunet as gn
 from gpunet import checkpoint, losses, nn, optim
+from gpunet.testing import numeric_grad
 from gpunet.data import cifar, idx
 
 
@@ -323,19 +324,6 @@ def test_dataset_labels_of_uint64_are_shown_as_they_are(tmp_path):
 
 # ---------------------------------------------------------------- weight sharing
 
-def _numeric_grad(f, arr, eps=1e-6):
-    g = np.zeros_like(arr)
-    for i in np.ndindex(arr.shape):
-        old = arr[i]
-        arr[i] = old + eps
-        a = f()
-        arr[i] = old - eps
-        b = f()
-        arr[i] = old
-        g[i] = (a - b) / (2 * eps)
-    return g
-
-
 def _shared_models():
     gn.manual_seed(1)
     lin = nn.Linear(4, 4)
@@ -368,10 +356,10 @@ def test_a_module_used_twice_gets_the_gradient_of_every_use(name, model, shape, 
         model.backward(w, need_input_grad=False)
     else:
         dx = model.backward(w)
-        np.testing.assert_allclose(dx, _numeric_grad(f, x), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(dx, numeric_grad(f, x), rtol=1e-6, atol=1e-7)
     assert len(model.parameters()) < sum(len(m._params) for m in model.modules())  # really shared
     for pname, p in model.named_parameters():
-        np.testing.assert_allclose(p.grad, _numeric_grad(f, p.data), rtol=1e-6, atol=1e-7, err_msg=pname)
+        np.testing.assert_allclose(p.grad, numeric_grad(f, p.data), rtol=1e-6, atol=1e-7, err_msg=pname)
 
 
 def test_weight_sharing_matches_pytorch():
