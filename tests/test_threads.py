@@ -44,3 +44,42 @@ def test_train_applies_and_records_threads(tmp_path, flag, used, restore_blas):
     assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--quiet", "--no-doctor", *flag]) == 0
     cfg = json.loads((tmp_path / "digits-mlp" / "config.json").read_text())
     assert cfg["threads"] == used and threads.blas_info()["threads"] == used
+
+
+def test_chunk_bounds_cover_the_range_evenly():
+    from gpunet.threads import chunk_bounds
+    assert chunk_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert chunk_bounds(2, 5) == [(0, 1), (1, 2)]
+    assert chunk_bounds(7, 1) == [(0, 7)]
+
+
+def test_parallel_chunks_runs_every_chunk_in_order_and_raises_a_chunk_error():
+    import numpy as np
+    from gpunet import threads
+    x = np.arange(1000.0)
+    out = np.zeros_like(x)
+
+    def square(lo, hi):
+        out[lo:hi] = x[lo:hi] ** 2
+        return lo, hi
+
+    assert threads.parallel_chunks(square, 1000, parts=3) == [(0, 334), (334, 667), (667, 1000)]
+    np.testing.assert_array_equal(out, x ** 2)
+    assert threads.parallel_chunks(square, 1000, min_chunk=600, parts=3) == [(0, 1000)]
+
+    def fail(lo, hi):
+        if lo > 0:
+            raise ValueError(f"chunk {lo}")
+        return lo
+
+    with pytest.raises(ValueError, match="chunk"):
+        threads.parallel_chunks(fail, 10, parts=2)
+
+
+def test_workers_follows_set_threads():
+    from gpunet import threads
+    try:
+        assert threads.set_threads(2) == 2 and threads.workers() == 2
+        assert threads.set_threads(0) == threads.AUTO_THREADS == threads.workers()
+    finally:
+        threads.set_threads(0)
