@@ -4,7 +4,9 @@
     opt = gn.optim.get("adamw", model.parameters(), lr=3e-4)
     sched = gn.optim.Scheduler(opt, gn.optim.schedules.Cosine(total=90))
 
-Every optimizer follows PyTorch's update rules and hyperparameter names, updates in
+SGD, Adam and AdamW take fused=True (as torch.optim): the parameters become views into
+one flat buffer per dtype and device and a step is one fused kernel per parameter group
+(fused.py). Every optimizer follows PyTorch's update rules and hyperparameter names, updates in
 place without a host sync, and offers step(), zero_grad(), lr, state_dict() and
 load_state_dict(). See optimizer.py for the state-dict layout.
 """
@@ -33,6 +35,10 @@ def get(name: str, params, **kw) -> Optimizer:
     cls = OPTIMIZERS.get(name.lower() if isinstance(name, str) else name)
     if cls is None:
         raise GpunetValueError(f"optimizer: name expected one of {sorted(OPTIMIZERS)}, got {name!r}")
+    if kw.get("fused") is True and not cls.FUSABLE:
+        raise GpunetValueError(f"optimizer {name!r}: fused=True expected one of "
+                               f"{sorted(k for k, c in OPTIMIZERS.items() if c.FUSABLE)} (the optimizers with a "
+                               f"fused kernel), got {name!r}")
     return cls(params, **kw)
 
 

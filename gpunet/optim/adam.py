@@ -20,6 +20,7 @@ import math
 
 from .. import backend
 from ..errors import GpunetTypeError
+from ..ops.optim_step import adam_step
 from .optimizer import Optimizer, check_number
 
 
@@ -73,14 +74,18 @@ class _AdamMoments(Optimizer):
 
 
 class Adam(_AdamMoments):
-    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False); L2 decay."""
+    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, fused=False);
+    L2 decay. fused=True: flat buffers and one fused update per parameter group (see fused.py)."""
 
     HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
     ADDED_HYPER = {"amsgrad": False}
     DECOUPLED = False
+    FUSABLE = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 fused=False):
+        super().__init__(params, lr, fused=fused, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
 
     def _buffer_names(self, hyper: dict) -> tuple:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if hyper["amsgrad"] else ())
@@ -104,11 +109,20 @@ class Adam(_AdamMoments):
         w -= tmp
 
 
+    def _fused_update(self, layout, h, gi, w, g, state):
+        adam_step(w, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), lr=h["lr"],
+                  betas=h["betas"], eps=h["eps"], weight_decay=h["weight_decay"], decoupled=self.DECOUPLED,
+                  step=self.step_count)
+
+
 class AdamW(Adam):
-    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False); decoupled."""
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, fused=False);
+    decoupled."""
 
     DECOUPLED = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 fused=False):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         fused=fused)
 

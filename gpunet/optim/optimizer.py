@@ -72,15 +72,31 @@ class Optimizer:
     # older state dict implies (it loads as if written with that value).
     ADDED_HYPER: dict = {}
 
-    def __init__(self, params, lr, **hyper):
+    # True for optimizers with a fused step over flat buffers (`fused=True`, see fused.py).
+    FUSABLE = False
+
+    def __init__(self, params, lr, fused=False, **hyper):
         from .groups import make_groups
         self._check_lr_positive(lr)
+        self.fused = self._check_fused(fused)
         self.defaults = self._check_hyper(dict(lr=lr, **hyper))
         self.param_groups = make_groups(self, params, self.defaults, check_params)
         self.params = [p for g in self.param_groups for p in g["params"]]
         self.step_count = 0
         self.state = [dict() for _ in self.params]
         self._lr_ratios = self._ratios()
+        self._layout = None
+        if self.fused:
+            self._fused_layout()  # the parameters become views into flat buffers now
+
+    def _check_fused(self, fused) -> bool:
+        name = type(self).__name__
+        if not isinstance(fused, bool):
+            raise GpunetTypeError(f"{name}: fused expected a bool, got {fused!r}")
+        if fused and not type(self).FUSABLE:
+            raise GpunetValueError(f"{name}: fused=True expected an optimizer with a fused step "
+                                   f"({', '.join(fusable_names())}), got {name}")
+        return fused
 
     def _check_lr_positive(self, lr) -> None:
         check_number(type(self).__name__, "lr", lr, lo=0.0, lo_open=True)  # a user-given lr must be > 0
@@ -148,6 +164,13 @@ class Optimizer:
     def step(self) -> None:
         """One update of every parameter from its current .grad. No host sync."""
         self.step_count += 1
+        if self.fused:
+            layout = self._fused_layout()
+            with backend.device_of(self.params[0].data):
+                for pg, gi, w, g, state in layout.views:
+                    self._fused_update(layout, pg, gi, w, g, state)
+            layout.fresh.clear()
+            return
         # CuPy allocates on the *current* GPU: make the parameters' GPU current (one
         # optimizer's parameters live on one device, e.g. one data-parallel replica).
         with backend.device_of(self.params[0].data):
@@ -161,8 +184,33 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__}._update")
 
     def zero_grad(self) -> None:
+        if self.fused and self._layout is not None and self._layout.flat.intact():
+            for fg in self._layout.flat.groups:  # one fill per flat buffer
+                fg.grad.fill(0)
+            return
         for p in self.params:
             p.zero_grad()
+
+    # -- the fused path (fused.py): flat buffers, one update per parameter group
+    def _fused_layout(self):
+        """The flat layout, with every parameter and state view checked (and repaired) first."""
+        from .fused import FusedLayout
+        if self._layout is None:
+            self._layout = FusedLayout(self)
+        else:
+            self._layout.refresh(self)
+        return self._layout
+
+    def flat_parameters(self):
+        """The FlatParameters behind a fused optimizer (views checked first); None when not fused."""
+        return self._fused_layout().flat if self.fused else None
+
+    def _fused_initial(self, i: int, p: Parameter, name: str):
+        """The starting value of a state buffer the fused path creates (None: zeros)."""
+        return None
+
+    def _fused_update(self, layout, group, gi, w, g, state) -> None:
+        raise NotImplementedError(f"{type(self).__name__}._fused_update")
 
     @staticmethod
     def _l2_grad(p: Parameter, weight_decay: float):
@@ -313,6 +361,12 @@ class Optimizer:
     def __repr__(self):
         groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyper().items()) + groups + ")"
+
+
+def fusable_names() -> list:
+    """Names of the optimizers that accept fused=True."""
+    from . import OPTIMIZERS
+    return [cls.__name__ for cls in OPTIMIZERS.values() if cls.FUSABLE]
 
 
 def _check_buffer(key, value, want, dt):

@@ -19,25 +19,32 @@ from __future__ import annotations
 
 from .. import backend
 from ..errors import GpunetTypeError, GpunetValueError
+from ..ops.optim_step import sgd_step
 from .optimizer import Optimizer, check_number
 
 VELOCITY_INITS = ("zeros", "ones", "grad")
 
 
 class SGD(Optimizer):
-    """SGD(params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0, velocity_init="zeros")."""
+    """SGD(params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0, velocity_init="zeros",
+    fused=False).
+
+    fused=True: the parameters become views into one flat buffer per dtype and device and
+    each step is one fused update per parameter group (one CUDA kernel on a GPU; see fused.py).
+    """
 
     HYPER = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    FUSABLE = True
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
-                 velocity_init="zeros"):
+                 velocity_init="zeros", fused=False):
         if not (callable(velocity_init) or velocity_init in VELOCITY_INITS):
             raise GpunetValueError(f"SGD: velocity_init expected one of {VELOCITY_INITS} or a callable, "
                                    f"got {velocity_init!r}")
         # Not a state-dict hyperparameter: it matters only when the velocity is created
         # and may be a callable, which is not JSON-able.
         self.velocity_init = velocity_init
-        super().__init__(params, lr, momentum=momentum, nesterov=nesterov,
+        super().__init__(params, lr, fused=fused, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, dampening=dampening)
 
     def _check_hyper(self, h: dict) -> dict:
@@ -98,3 +105,15 @@ class SGD(Optimizer):
             w -= d
         else:
             w -= xp.multiply(d, h["lr"])
+
+    # -- fused: one update over a parameter group's slice of the flat buffers
+    def _fused_initial(self, i, p, name):
+        if self.velocity_init in ("zeros", "grad"):
+            return None  # zeros; "grad" sets v₁ = g in the kernel (the layout marks the buffer fresh)
+        return self._initial_velocity(p)
+
+    def _fused_update(self, layout, h, gi, w, g, state):
+        v = state.get("momentum_buffer")
+        fresh = v is not None and self.velocity_init == "grad" and layout.fresh_take(h, gi, "momentum_buffer")
+        sgd_step(w, g, v, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
+                 weight_decay=h["weight_decay"], nesterov=h["nesterov"], v_from_grad=fresh)
