@@ -73,6 +73,12 @@ def _launch(kernel, w, pointers, scalars, flags, lowp):
         fn((grid,), (BLOCK,), (w, *pointers, lp, np.int64(n), *[t(s) for s in scalars], np.int32(flags)))
 
 
+def _cast_into(lowp, w):
+    """lowp = w rounded to lowp's dtype; beyond its range becomes ±inf, as the kernel writes it."""
+    with np.errstate(over="ignore"):
+        lowp[...] = w.astype(lowp.dtype)
+
+
 # ---------------------------------------------------------------- SGD
 
 def sgd_step_xp(w, g, v, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -100,7 +106,7 @@ def sgd_step_xp(w, g, v, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, n
             d = v
     w -= xp.multiply(d, lr)
     if lowp is not None:
-        lowp[...] = w.astype(lowp.dtype)
+        _cast_into(lowp, w)
 
 
 def sgd_step(w, g, v, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -156,7 +162,7 @@ def adam_step_xp(w, g, m, v, vmax=None, *, lr, betas, eps, weight_decay=0.0, dec
     tmp *= step_size
     w -= tmp
     if lowp is not None:
-        lowp[...] = w.astype(lowp.dtype)
+        _cast_into(lowp, w)
 
 
 def adam_step(w, g, m, v, vmax=None, *, lr, betas, eps, weight_decay=0.0, decoupled=False, step, lowp=None):

@@ -5,7 +5,10 @@
     clip_grad_value: g ← clip(g, −clip_value, clip_value)
 
 The norm is over all parameters' gradients together (the global norm; Pascanu et al.
-2013, "On the difficulty of training recurrent neural networks").
+2013, "On the difficulty of training recurrent neural networks"). When the parameters are
+exactly those of flat buffers (a fused optimizer's, gpunet/nn/flat.py) with every view in
+place, the norm is one reduction over each flat gradient buffer and the scaling one
+multiply per buffer.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numbers
 from .. import backend
 from ..checks import checks_enabled
 from ..errors import GpunetTypeError, GpunetValueError, NonFiniteError
+from ..nn.flat import flat_of
 from .optimizer import check_number, check_params
 
 
@@ -46,23 +50,25 @@ def clip_grad_norm(params, max_norm: float, norm_type=2.0, error_if_nonfinite: b
     eps = check_number("clip_grad_norm", "eps", eps, lo=0.0)
     if not isinstance(error_if_nonfinite, bool):
         raise GpunetTypeError(f"clip_grad_norm: error_if_nonfinite expected a bool, got {error_if_nonfinite!r}")
+    flat = flat_of(params)
+    grads = [g.grad for g in flat.groups] if flat is not None else [q.grad for q in params]
     with backend.device_of(params[0].grad):  # CuPy allocates on the current GPU
-        norm = _total_norm(params, p)
+        norm = _total_norm(grads, p)
         xp = backend.xp_of(norm)
         if (error_if_nonfinite or checks_enabled()) and not bool(xp.isfinite(norm)):  # sync: on request
             raise NonFiniteError(f"clip_grad_norm: expected finite gradients, got total {norm_type}-norm "
                                  f"{float(norm)}")
         coef = xp.minimum(max_norm / (norm + eps), 1.0)
-        for q in params:
-            q.grad *= coef.astype(q.grad.dtype, copy=False)
+        for g in grads:
+            g *= coef.astype(g.dtype, copy=False)
     return norm
 
 
-def _total_norm(params, p):
-    xp = backend.xp_of(params[0].grad)
+def _total_norm(grads, p):
+    xp = backend.xp_of(grads[0])
     total = None
-    for q in params:
-        flat = q.grad.reshape(-1)
+    for g in grads:
+        flat = g.reshape(-1)
         if p == 2.0:
             part = xp.dot(flat, flat)  # Σ g² without a squared temporary
         elif p == math.inf:

@@ -9,7 +9,9 @@ and backward on shard i, giving the gradient g_i of its shard's mean loss. Then
 and every replica applies g with its own optimizer, so parameters and optimizer
 state stay bit-identical (`check_replicas` verifies it on demand). Gradients live
 in one flat buffer per replica (each Parameter.grad is a view into it), so one
-all-reduce moves them all.
+all-reduce moves them all. With a fused optimizer (`fused=True`) that buffer is the
+optimizer's own flat gradient buffer (gpunet/nn/flat.py): the all-reduce and the fused
+step work on the same storage, with no copy between them.
 
 A last batch whose size N does not divide gets unequal shards; shard i's gradient is
 then weighted by N·n_i/n before the sum, so "mean" is still exactly the global-batch
@@ -61,7 +63,42 @@ class Replica:
                 if hasattr(m, "generator"):
                     m.generator = device.generator(generator_seed)
             self.params = model.parameters()
-            self.flat_grad = flatten_grads(self.params)
+            self._flat = _fused_storage(optimizer, self.params)
+            if self._flat is not None:  # the fused optimizer's buffer, in its order
+                self.params = list(self._flat.groups[0].params)
+                self._flat_grad = None
+            else:
+                self._flat_grad = flatten_grads(self.params)
+
+    @property
+    def flat_grad(self):
+        """The flat gradient buffer every Parameter.grad of this replica is a view into."""
+        if self._flat is not None:
+            self.optimizer.flat_parameters()  # views checked (and repaired) first
+            return self._flat.groups[0].grad
+        return self._flat_grad
+
+    @flat_grad.setter
+    def flat_grad(self, value):  # `r.flat_grad *= s` stores the same buffer back; nothing else may
+        if value is not self.flat_grad:
+            raise GpunetValueError("Replica.flat_grad: the flat gradient buffer is updated in place, "
+                                   "not replaced (every Parameter.grad is a view into it)")
+
+
+def _fused_storage(optimizer, params):
+    """The fused optimizer's FlatParameters when it can be the all-reduce buffer too, else None.
+    A fused optimizer over other parameters than the model's, or over several dtypes, is refused:
+    two owners of the gradient views would each re-view them and one would reduce stale values."""
+    if not getattr(optimizer, "fused", False):
+        return None
+    flat = optimizer.flat_parameters()
+    if {id(p) for p in flat.params} != {id(p) for p in params} or len(flat.params) != len(params):
+        raise GpunetValueError(f"data parallel: a fused optimizer expected exactly the model's {len(params)} "
+                               f"parameters, got {len(flat.params)} of which "
+                               f"{len({id(p) for p in flat.params} & {id(p) for p in params})} are the model's")
+    if len(flat.groups) != 1:
+        raise GpunetValueError(f"data parallel: parameters expected one dtype and device, got {flat!r}")
+    return flat
 
 
 def choose_communicator(devices):
