@@ -18,6 +18,7 @@ ENTRIES = {
                               for dt in ("f32", "f64") for lab in ("i32", "i64", "soft")],
     "relu": [f"{op}_{dt}" for op in ("relu_backward", "leaky_relu_backward", "relu_pack_mask",
                                       "relu_backward_mask") for dt in ("f32", "f64")],
+    "fused_optim": [f"{op}_{dt}" for op in ("sgd_step", "adam_step") for dt in ("f32", "f64")],
 }
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None,
                                 reason="nvcc not on PATH (CI's .ci/run compiles the kernels where it is)")
@@ -45,3 +46,11 @@ def test_softmax_ce_flags_match_the_kernel():
     defined = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define (CE_\w+) (\d+)", src)}
     assert defined == {name: getattr(ce_mod, name) for name in defined}
     assert set(defined) == {"CE_WANT_GRAD", "CE_HAS_IGNORE", "CE_MEAN", "CE_WANT_CORRECT", "CE_VEC"}
+
+
+def test_fused_optim_flags_match_the_kernel():
+    from gpunet.ops import optim_step
+    src = (ROOT / "kernels" / "fused_optim.cu").read_text()
+    defined = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define ((?:SGD|ADAM|LP)_\w+) (\d+)", src)}
+    assert defined == {name: getattr(optim_step, name) for name in defined}
+    assert len(defined) == 8
