@@ -114,6 +114,7 @@ step bench-train 150 "$PY" -m gpunet bench train --device cuda --seconds 0.5 --r
 step bench-parallel 60 "$PY" -m gpunet bench parallel --device cuda --repeats 3 --samples 10000 --json-out "$(name_for parallel)"
 step bench-loader 45 "$PY" -m gpunet bench loader --device cuda --repeats 3 --json-out "$(name_for loader)"
 step bench-doctor 60 "$PY" -m gpunet bench doctor --device cuda --repeats 3 --json-out "$(name_for doctor)"
+step bench-optim 60 "$PY" -m gpunet bench optim --device cuda --optimizers sgd,adam,adamw --repeats 7 --json-out "$(name_for optim)"
 
 say "gpu_check status: $status after $((SECONDS - start))s; benchmark JSON in $results/$day-$gpu-*.json"
 exit $status

@@ -5,6 +5,7 @@
     loader    DataLoader throughput next to an MLP step (gpunet.bench.loader)
     parallel  data-parallel overhead at N=1 and N simulated replicas (gpunet.bench.parallel)
     doctor    LiveDoctor's overhead on a training run (gpunet.bench.doctor)
+    optim     optimizer step time, fused=True against per-parameter (gpunet.bench.optim)
 
 Each module has `main(argv) -> int`; scripts/bench_<name>.py in a checkout call the same.
 Shared helpers: host.py (device name, load average), torch_twin.py (the PyTorch side).

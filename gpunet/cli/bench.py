@@ -1,4 +1,4 @@
-"""`gpunet bench train|kernels|loader|parallel|doctor`: run one benchmark with its own flags.
+"""`gpunet bench train|kernels|loader|parallel|doctor|optim`: run one benchmark with its own flags.
 
     gpunet bench train --device cpu --json-out auto
     gpunet bench loader --device cuda --json-out runs/bench_loader.json
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "parallel": "data-parallel overhead at N=1 and N simulated replicas (gpunet.bench.parallel)",
     "doctor": "LiveDoctor's overhead on a training run (gpunet.bench.doctor)",
     "mpi": "MPI all-reduce and bucketed overlap across real ranks on the CPU (gpunet.bench.mpi)",
+    "optim": "optimizer step time, fused=True against per-parameter, on the TF CIFAR-10 CNN (gpunet.bench.optim)",
     "host_overhead": "host time of one fused-CE / ReLU-backward call on the GPU wrapper path (gpunet.bench.host_overhead)",
 }
 
