@@ -270,3 +270,45 @@ def test_the_low_precision_copy_is_the_rounded_update(lp):
         want = w2.astype(dt)
     assert np.isinf(want).any() == (lp == "float16")   # the sample reaches past fp16's range
     np.testing.assert_array_equal(lowp.view(np.uint16), want.view(np.uint16))
+
+
+def test_mixed_dtypes_get_one_buffer_each():
+    r = np.random.default_rng(0)
+    shapes = [(3, 2), (4,), (5,)]
+    def params():
+        return [gn.nn.Parameter(r.standard_normal(s).astype(dt)) for s, dt in zip(shapes, (np.float32, np.float64,
+                                                                                             np.float32))]
+    pa = params()
+    pb = [gn.nn.Parameter(p.data.copy()) for p in pa]
+    oa, ob = Adam(pa, lr=1e-2), Adam(pb, lr=1e-2, fused=True)
+    flat = ob.flat_parameters()
+    assert [(str(g.data.dtype), len(g.params)) for g in flat.groups] == [("float32", 2), ("float64", 1)]
+    for t in range(10):
+        for p, q in zip(pa, pb):
+            p.grad[...] = q.grad[...] = r.standard_normal(p.shape)
+        oa.step()
+        ob.step()
+    for p, q in zip(pa, pb):
+        np.testing.assert_array_equal(q.data, p.data)
+
+
+def test_multi_process_engine_buckets_are_slices_of_the_optimizers_buffer():
+    from test_process_engine import OneRank
+    from gpunet.parallel import ProcessDataParallel
+    data = gn.data.load("digits", "train")
+    data = gn.data.Dataset(data.x[:333], data.y[:333], data.classes)
+    runs = {}
+    for fused in (False, True):
+        gn.manual_seed(0)
+        m = gn.models.mlp([64, 32, 16, 10]).to("cpu", dtype="float64")
+        opt = SGD(m.parameters(), lr=0.1, momentum=0.9, fused=fused)
+        comm = OneRank()
+        engine = ProcessDataParallel(m, gn.losses.SoftmaxCrossEntropy(), opt, "cpu", comm, bucket_bytes=64)
+        comm.engine = engine
+        for epoch in range(2):
+            for x, y in gn.data.DataLoader(data, 40, seed=0, dtype="float64").iterate(epoch):
+                engine.train_step(x, y)
+        runs[fused] = (m, opt, engine)
+    m, opt, engine = runs[True]
+    assert engine.replicas[0].flat_grad is opt.flat_parameters().groups[0].grad and engine.overlap
+    assert_same(runs[False][0], m, runs[False][1], opt)
