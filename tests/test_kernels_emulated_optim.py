@@ -130,8 +130,9 @@ def test_low_precision_copy_rounds_as_numpy_and_ml_dtypes(emu, dev, lp):
     nan = np.isnan(want.astype(np.float32))
     np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), nan)
     bad = np.flatnonzero(got.view(np.uint16)[~nan] != want.view(np.uint16)[~nan])
+    gb, wb = got.view(np.uint16)[~nan], want.view(np.uint16)[~nan]
     assert bad.size == 0, (f"{lp}: {bad.size} values round differently, first w={w[~nan][bad[0]]!r}: "
-                           f"got 0x{got.view(np.uint16)[~nan][bad[0]]:04x}, want 0x{want.view(np.uint16)[~nan][bad[0]]:04x}")
+                           f"got 0x{gb[bad[0]]:04x}, want 0x{wb[bad[0]]:04x}")
 
 
 @pytest.mark.parametrize("lp", ["float16", "bfloat16"])

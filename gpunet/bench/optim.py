@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     names = [s.strip() for s in args.optimizers.split(",") if s.strip()]
     unknown = [s for s in names if s not in CASES]
     if unknown or not names:
-        raise SystemExit(f"gpunet bench optim: --optimizers expected names from {sorted(CASES)}, got {args.optimizers!r}")
+        raise SystemExit(f"gpunet bench optim: --optimizers expected names from {sorted(CASES)}, "
+                         f"got {args.optimizers!r}")
     if args.steps < 1 or args.repeats < 1:
         raise SystemExit(f"gpunet bench optim: --steps and --repeats expected >= 1, got {args.steps}, {args.repeats}")
     dev = gn.device(args.device)

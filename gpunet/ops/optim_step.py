@@ -115,11 +115,18 @@ def sgd_step(w, g, v, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nest
     lp = _check("sgd_step", w, {"g": g, "v": v}, lowp)
     if momentum and v is None:
         raise GpunetValueError(f"sgd_step: momentum={momentum} expects a velocity buffer v, got None")
-    kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-              v_from_grad=v_from_grad, lowp=lowp)
+    sgd_step_unchecked(w, g, v, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                       nesterov=nesterov, v_from_grad=v_from_grad, lowp=lowp, lp_flag=lp)
+
+
+def sgd_step_unchecked(w, g, v, *, lr, momentum, dampening, weight_decay, nesterov, v_from_grad, lowp=None,
+                       lp_flag=0):
+    """sgd_step without the argument checks, for callers whose arrays are known good (the fused
+    optimizer's own flat buffers): a step's host time is then the launch alone."""
     if not use_kernel(w):
-        return sgd_step_xp(w, g, v, **kw)
-    flags = lp | (SGD_MOMENTUM if momentum else 0) | (SGD_NESTEROV if nesterov and momentum else 0) \
+        return sgd_step_xp(w, g, v, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                           nesterov=nesterov, v_from_grad=v_from_grad, lowp=lowp)
+    flags = lp_flag | (SGD_MOMENTUM if momentum else 0) | (SGD_NESTEROV if nesterov and momentum else 0) \
         | (SGD_V_FROM_GRAD if v_from_grad else 0) | (SGD_L2 if weight_decay else 0)
     _launch("sgd_step", w, (g, v if momentum else None), (lr, momentum, 1.0 - dampening, weight_decay),
             flags, lowp)
@@ -171,12 +178,17 @@ def adam_step(w, g, m, v, vmax=None, *, lr, betas, eps, weight_decay=0.0, decoup
     lp = _check("adam_step", w, {"g": g, "m": m, "v": v, "vmax": vmax}, lowp)
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise GpunetValueError(f"adam_step: step expected an int >= 1, got {step!r}")
-    kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled, step=int(step),
-              lowp=lowp)
+    adam_step_unchecked(w, g, m, v, vmax, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        decoupled=decoupled, step=int(step), lowp=lowp, lp_flag=lp)
+
+
+def adam_step_unchecked(w, g, m, v, vmax, *, lr, betas, eps, weight_decay, decoupled, step, lowp=None, lp_flag=0):
+    """adam_step without the argument checks (see sgd_step_unchecked)."""
     if not use_kernel(w):
-        return adam_step_xp(w, g, m, v, vmax, **kw)
+        return adam_step_xp(w, g, m, v, vmax, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                            decoupled=decoupled, step=step, lowp=lowp)
     b1, b2 = betas
-    decay, bc2, step_size = adam_constants(lr, betas, weight_decay, decoupled, int(step))
-    flags = lp | (ADAM_AMSGRAD if vmax is not None else 0) | (ADAM_L2 if weight_decay and not decoupled else 0)
+    decay, bc2, step_size = adam_constants(lr, betas, weight_decay, decoupled, step)
+    flags = lp_flag | (ADAM_AMSGRAD if vmax is not None else 0) | (ADAM_L2 if weight_decay and not decoupled else 0)
     _launch("adam_step", w, (g, m, v, vmax),
             (decay, weight_decay, b1, 1.0 - b1, b2, 1.0 - b2, bc2, eps, step_size), flags, lowp)

@@ -20,7 +20,7 @@ import math
 
 from .. import backend
 from ..errors import GpunetTypeError
-from ..ops.optim_step import adam_step
+from ..ops.optim_step import adam_step_unchecked
 from .optimizer import Optimizer, check_number
 
 
@@ -110,9 +110,9 @@ class Adam(_AdamMoments):
 
 
     def _fused_update(self, layout, h, gi, w, g, state):
-        adam_step(w, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"), lr=h["lr"],
-                  betas=h["betas"], eps=h["eps"], weight_decay=h["weight_decay"], decoupled=self.DECOUPLED,
-                  step=self.step_count)
+        adam_step_unchecked(w, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                            lr=h["lr"], betas=h["betas"], eps=h["eps"], weight_decay=h["weight_decay"],
+                            decoupled=self.DECOUPLED, step=self.step_count)
 
 
 class AdamW(Adam):

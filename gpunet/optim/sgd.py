@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..errors import GpunetTypeError, GpunetValueError
-from ..ops.optim_step import sgd_step
+from ..ops.optim_step import sgd_step_unchecked
 from .optimizer import Optimizer, check_number
 
 VELOCITY_INITS = ("zeros", "ones", "grad")
@@ -115,5 +115,5 @@ class SGD(Optimizer):
     def _fused_update(self, layout, h, gi, w, g, state):
         v = state.get("momentum_buffer")
         fresh = v is not None and self.velocity_init == "grad" and layout.fresh_take(h, gi, "momentum_buffer")
-        sgd_step(w, g, v, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
-                 weight_decay=h["weight_decay"], nesterov=h["nesterov"], v_from_grad=fresh)
+        sgd_step_unchecked(w, g, v, lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
+                           weight_decay=h["weight_decay"], nesterov=h["nesterov"], v_from_grad=fresh)
