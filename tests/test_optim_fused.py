@@ -312,3 +312,23 @@ def test_multi_process_engine_buckets_are_slices_of_the_optimizers_buffer():
     m, opt, engine = runs[True]
     assert engine.replicas[0].flat_grad is opt.flat_parameters().groups[0].grad and engine.overlap
     assert_same(runs[False][0], m, runs[False][1], opt)
+
+
+def test_trainer_with_replicas_and_a_hyperparameter_switched_on_mid_run():
+    data = gn.data.load("digits", "train")
+    data = gn.data.Dataset(data.x[:200], data.y[:200], data.classes)
+    models, opts = [], []
+    for fused in (False, True):
+        gn.manual_seed(0)
+        m = gn.models.mlp([64, 16, 10]).to("cpu", dtype="float64")
+        opt = Adam(m.parameters(), lr=1e-2, fused=fused)
+        trainer = gn.Trainer(m, gn.losses.SoftmaxCrossEntropy(), opt, device="cpu", devices=["cpu"] * 2)
+        trainer.fit(data, epochs=1, batch_size=50)
+        for o in trainer.engine.optimizers:
+            o.param_groups[0]["amsgrad"] = True     # a new state buffer, created at the next step
+        trainer.fit(data, epochs=2, batch_size=50)  # resumes: epoch 2
+        trainer.engine.check_replicas()
+        models.append(m)
+        opts.append(opt)
+    assert all("0.max_exp_avg_sq" in o.state_dict()["buffers"] and o.step_count == 8 for o in opts)
+    assert_same(models[0], models[1], opts[0], opts[1])
