@@ -9,6 +9,11 @@ Updates are written with `xp` operations only, so they never sync the host.
 Parameters may come in groups with their own hyperparameters (groups.py); buffers
 are indexed by a parameter's position in `params`, all groups in order.
 
+fused=True (optimizers with FUSABLE set: SGD, Adam, AdamW) puts the parameters, their
+gradients and every state buffer into flat buffers (fused.py) and runs `_fused_update`
+once per parameter group instead of `_update` once per parameter; `state[i]` then holds
+views into the flat state, so the state dict below is the same either way.
+
 state_dict() layout (arrays stay on the device; a checkpoint writer converts them):
 
     {"type": "SGD", "hyper": {"lr": 0.1, ...}, "step": 12,
