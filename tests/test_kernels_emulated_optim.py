@@ -7,8 +7,8 @@ operations in the twin's order, and the emulator's host build does not contract 
 low-precision copy (fp16 and bf16 bits through a short* parameter) is compared with
 NumPy's and ml_dtypes' round-to-nearest-even casts, special values included.
 
-Cost: 28 tests, about 5 s on a shared 2-core machine, plus one emulator build of the .cu
-(about 3 s, cached by content hash).
+Cost: 28 tests, about 3 s on a shared 2-core machine under load 6, plus one emulator build of the .cu
+(about 7 s, cached by content hash).
 """
 import itertools
 

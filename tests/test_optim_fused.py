@@ -5,6 +5,7 @@ real model (Linear, Conv1d, a shared layer), with parameter groups, an lr schedu
 mid-run and an exact resume from a checkpoint; and every way of replacing a parameter's array
 (load_state_dict, checkpoints, Module.to, p.grad = ..., deep copies for data-parallel replicas)
 must keep the flat views valid. The kernels themselves: tests/test_kernels_emulated_optim.py.
+Cost: 21 tests, about 4 s.
 """
 import copy
 
