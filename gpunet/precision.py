@@ -60,7 +60,8 @@ def round_bf16(a, out=None):
 
 def round_fp16(a, out=None):
     """float32 `a` rounded to the nearest float16 (ties to even; beyond ±65504 -> ±Inf), as float32."""
-    r = a.astype(np.float16)
+    with np.errstate(over="ignore"):  # the overflow to Inf is the point (loss scaling watches for it)
+        r = a.astype(np.float16)
     if out is None:
         return r.astype(np.float32)
     np.copyto(out, r, casting="unsafe")
@@ -140,7 +141,8 @@ class Precision:
         if a.dtype == np.float64:  # a float64 model: no compute precision
             return xp.matmul(a, b, out=out)
         if self._emulated(a):
-            r = xp.matmul(a, b, out=out)
+            with np.errstate(invalid="ignore", over="ignore"):  # Inf operands of an overflowed fp16 step
+                r = xp.matmul(a, b, out=out)
             return r if self.name == "tf32" or r.dtype != np.float32 else _ROUND[self.name](r, out=r)
         if self.name == "tf32":
             return backend.matmul_tf32(a, b, out=out)
