@@ -126,3 +126,23 @@ class LossScaler:
         self.good_steps, self.steps = int(state["good_steps"]), int(state["steps"])
         self.skipped, self.skipped_in_a_row = int(state["skipped"]), int(state["skipped_in_a_row"])
         self.found_inf = False
+
+
+def make_loss_scaler(loss_scale, precision: str, model) -> LossScaler | None:
+    """The Trainer's `loss_scale=`: "auto" (dynamic for fp16, else none), "dynamic", "none"/None,
+    or a LossScaler; refused with layer regularizers (their gradient would not be scaled)."""
+    if isinstance(loss_scale, LossScaler):
+        scaler = loss_scale
+    elif isinstance(loss_scale, str) and loss_scale in ("auto", "dynamic", "none"):
+        scaler = LossScaler() if loss_scale == "dynamic" or (loss_scale == "auto" and precision == "fp16") else None
+    elif loss_scale is None:
+        scaler = None
+    else:
+        raise GpunetValueError(f"Trainer: loss_scale expected 'auto', 'dynamic', 'none'/None or a gn.LossScaler, "
+                               f"got {loss_scale!r}")
+    if scaler is not None and any(getattr(m, "kernel_regularizer", None) or getattr(m, "activity_regularizer", None)
+                                  for m in model.modules()):
+        raise GpunetValueError("Trainer: loss scaling expected a model without layer regularizers (their penalty "
+                               "gradient is added unscaled during backward), got regularized layers; use the "
+                               "optimizer's weight_decay, or loss_scale=None")
+    return scaler

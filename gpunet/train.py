@@ -29,7 +29,7 @@ from .callbacks import CallbackList, History, RichProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
-from .loss_scale import LossScaler
+from .loss_scale import make_loss_scaler
 from .optim.step_scheduler import StepScheduler
 from .parallel.engine import REDUCES
 from .parallel.process import make_engine
@@ -85,7 +85,7 @@ class Trainer:
                                    "data-parallel replicas), got a communicator and devices=None")
         policy = _precision.resolve(precision)  # refuses unknown names and bf16 without ml_dtypes
         self.precision = "fp32" if policy is None else policy.name
-        self.loss_scaler = self._loss_scaler(loss_scale, model)
+        self.loss_scaler = make_loss_scaler(loss_scale, self.precision, model)
         _precision.apply(model, policy)  # before the engine: data-parallel replicas copy the policy
         if devices is not None:
             if accumulate != 1:
@@ -116,25 +116,6 @@ class Trainer:
         self._batch_done, self._acc = 0, None  # progress inside the current epoch
         self._resume_batch, self._resume_acc = 0, None
         self.config = None  # JSON-able run config, stored in checkpoints (evaluate rebuilds from it)
-
-    def _loss_scaler(self, loss_scale, model):
-        """The LossScaler for `loss_scale` ("auto": dynamic for fp16), or None."""
-        if isinstance(loss_scale, LossScaler):
-            scaler = loss_scale
-        elif isinstance(loss_scale, str) and loss_scale in ("auto", "dynamic", "none"):
-            scaler = LossScaler() if loss_scale == "dynamic" or (loss_scale == "auto" and self.precision == "fp16") \
-                else None
-        elif loss_scale is None:
-            scaler = None
-        else:
-            raise GpunetValueError(f"Trainer: loss_scale expected 'auto', 'dynamic', 'none'/None or a gn.LossScaler, "
-                                   f"got {loss_scale!r}")
-        if scaler is not None and any(getattr(m, "kernel_regularizer", None) or getattr(m, "activity_regularizer", None)
-                                      for m in model.modules()):
-            raise GpunetValueError("Trainer: loss scaling expected a model without layer regularizers (their penalty "
-                                   "gradient is added unscaled during backward), got regularized layers; use the "
-                                   "optimizer's weight_decay, or loss_scale=None")
-        return scaler
 
     @property
     def scheduler(self):

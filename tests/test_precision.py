@@ -95,6 +95,12 @@ def test_precision_refusals(monkeypatch):
     assert P.apply(m, "fp32") is None  # float64 runs stay float64
     with pytest.raises(GpunetValueError, match="expected one of"):
         P.resolve("fp8")
+    m32 = gn.nn.Sequential(gn.nn.Linear(4, 2, kernel_regularizer=gn.regularizers.L2(1e-3)))
+    for bad, match in (("static", "loss_scale expected"), ("dynamic", "layer regularizers")):
+        with pytest.raises(GpunetValueError, match=match):
+            gn.Trainer(m32, gn.losses.SoftmaxCrossEntropy(), gn.optim.SGD(m32.parameters(), lr=0.1), device="cpu",
+                       precision="fp16", loss_scale=bad)
+        assert m32[0].precision is None  # refused before anything changed
     monkeypatch.setattr(P, "_ml_dtypes", lambda: None)
     with pytest.raises(GpunetValueError, match=r"gpunet\[bf16\]"):
         gn.Trainer(m, gn.losses.SoftmaxCrossEntropy(), gn.optim.SGD(m.parameters(), lr=0.1), device="cpu",
@@ -257,3 +263,73 @@ def test_bench_gpunet_at_low_precision_matches_torch_autocast(prec):
     row = bt.run_workload(w, gn.device("cpu"), args, with_torch=True)
     assert row["check"]["ok"], row["check"]
     assert row["precision"] == prec and row["torch_precision"].startswith("torch.autocast")
+
+
+# ---------------------------------------------------------------- on a GPU (real low-precision arrays)
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, ulp", [("bf16", 2.0 ** -8), ("fp16", 2.0 ** -11), ("tf32", 2.0 ** -11)])
+def test_gpu_gemm_layers_match_the_cpu_emulation(name, ulp):
+    """CuPy's real float16/bfloat16 operands (tensor cores, float32 accumulation) and TF32 mode
+    give the CPU emulation's numbers up to summation order: within 2 ulps plus 2 ulps of the
+    largest value (results of K-term sums)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 2, 7, 7)).astype(np.float32)
+    runs = []
+    for device in ("cpu", "cuda"):
+        gn.manual_seed(3)
+        model = gn.nn.Sequential(gn.nn.Conv2d(2, 4, 3, padding=1), gn.nn.ReLU(), gn.nn.Flatten(),
+                                 gn.nn.Linear(4 * 49, 5)).to(device)
+        P.apply(model, name)
+        dev = gn.device(device)
+        y = model.forward(dev.asarray(x))
+        dx = model.backward(dev.xp.ones_like(y))
+        assert y.dtype == dx.dtype == np.float32 and model[0].weight.data.dtype == np.float32
+        runs.append([gn.backend.to_numpy(a) for a in [y, dx] + [p.grad for p in model.parameters()]])
+    for a, b in zip(*runs):
+        tol = 2 * ulp * np.maximum(np.abs(a), np.abs(b)) + 2 * ulp * np.abs(a).max()
+        assert np.all(np.abs(a - b) <= tol), float(np.max(np.abs(a - b) - tol))
+
+
+@pytest.mark.gpu
+def test_gpu_tf32_switch_is_local_to_the_product():
+    import cupy
+    from cupy._core import _routines_linalg as linalg
+    before = linalg.get_compute_type(np.float32)
+    a = cupy.ones((4, 4), np.float32)
+    assert float(gn.backend.matmul_tf32(a, a)[0, 0]) == 4.0
+    assert linalg.get_compute_type(np.float32) == before
+
+
+@pytest.mark.gpu
+def test_gpu_fp16_training_with_loss_scaling():
+    model = _mlp()
+    t = gn.Trainer(model, gn.losses.SoftmaxCrossEntropy(), gn.optim.SGD(model.parameters(), lr=0.1),
+                   device="cuda", precision="fp16", doctor=False, loss_scale=LossScaler(init_scale=2.0 ** 24))
+    h = t.fit(_data(), epochs=3, batch_size=8)
+    assert t.loss_scaler.skipped > 0 and h.epochs[-1]["loss"] < h.epochs[0]["loss"]
+
+
+def test_cli_fp16_run_resumes_and_refuses_another_precision(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def gpunet(*args):
+        env = dict(os.environ, GPUNET_FORCE_CPU="1", COLUMNS="160")
+        return subprocess.run([sys.executable, "-m", "gpunet", "train", "--quiet", "--name", "p", "--hidden", "32",
+                               *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    r = gpunet("--epochs", "1", "--precision", "fp16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = tmp_path / "runs" / "p"
+    assert json.loads((run / "config.json").read_text())["precision"] == "fp16"
+    meta = gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]
+    assert meta["precision"] == "fp16" and meta["loss_scaler"]["steps"] == meta["global_step"] > 0
+    r = gpunet("--epochs", "2", "--resume", "--precision", "bf16")
+    assert r.returncode != 0 and "resume with precision='fp16'" in " ".join((r.stdout + r.stderr).split())
+    r = gpunet("--epochs", "2", "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    meta = gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]
+    assert meta["epoch"] == 2 and meta["loss_scaler"]["steps"] == meta["global_step"]

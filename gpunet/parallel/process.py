@@ -117,6 +117,7 @@ class ProcessDataParallel:
                 "model (parameter names, shapes, dtype)": [(k, list(p.shape), str(p.dtype))
                                                            for k, p in r.model.named_parameters()],
                 "optimizer": [opt["type"], opt["hyper"]], "reduce": self.reduce,
+                "precision": sorted({repr(getattr(m, "precision", None)) for m in r.model.modules()}),
                 "device kind": r.device.kind}
 
     def checksum(self) -> int:
