@@ -333,3 +333,11 @@ def test_cli_fp16_run_resumes_and_refuses_another_precision(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     meta = gn.checkpoint.read_checkpoint(run / "checkpoint-last.npz")[0]["meta"]
     assert meta["epoch"] == 2 and meta["loss_scaler"]["steps"] == meta["global_step"]
+    env = dict(os.environ, GPUNET_FORCE_CPU="1")
+    ev = subprocess.run([sys.executable, "-m", "gpunet", "evaluate", str(run / "checkpoint-last.npz"), "--json"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    test = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(ln).get("kind") == "test"][-1]
+    result = json.loads(ev.stdout)  # evaluated at the run's precision: the run's own test numbers
+    assert result["precision"] == "fp16" and result["accuracy"] == test["accuracy"]
