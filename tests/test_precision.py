@@ -341,3 +341,25 @@ def test_cli_fp16_run_resumes_and_refuses_another_precision(tmp_path):
             if json.loads(ln).get("kind") == "test"][-1]
     result = json.loads(ev.stdout)  # evaluated at the run's precision: the run's own test numbers
     assert result["precision"] == "fp16" and result["accuracy"] == test["accuracy"]
+
+
+@pytest.mark.skipif(not gn.parallel.mpi.mpi_available(), reason='mpi4py is not installed (pip install "gpunet[mpi]")')
+def test_two_mpi_ranks_train_fp16_with_one_loss_scale(tmp_path):
+    """`gpunet launch --nproc 2 -- gpunet train --precision fp16`: every rank scales, checks the
+    all-reduced gradients and skips alike (the job's checksum comparison at each checkpoint
+    would stop it otherwise); the scaler's state is in rank 0's checkpoint."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GPUNET_FORCE_CPU="1", PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "GPUNET_JOB_DIR", "GPUNET_TIMEOUT"):
+        env.pop(k, None)
+    r = subprocess.run([sys.executable, "-m", "gpunet", "launch", "--nproc", "2", "--timeout", "10", "--", "gpunet",
+                        "train", "--quiet", "--name", "mp", "--hidden", "32", "--epochs", "1", "--precision", "fp16",
+                        "--checkpoint-every", "5", "--out", str(tmp_path / "runs")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    meta = gn.checkpoint.read_checkpoint(tmp_path / "runs" / "mp" / "checkpoint-last.npz")[0]["meta"]
+    assert meta["precision"] == "fp16" and meta["loss_scaler"]["steps"] == meta["global_step"] > 5

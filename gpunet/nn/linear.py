@@ -45,7 +45,6 @@ class Linear(RegularizedLayer):
         if x.ndim < 2 or x.shape[-1] != self.in_features:
             raise self._shape_error(f"(N, {self.in_features}) or (N, *, {self.in_features})", x)
         self._check_float(x, self.weight.dtype)
-        xp = self.device.xp
         p = self.precision  # None (fp32) or the GEMM's compute precision: operands cast once, kept
         x2 = _precision.cast(p, x.reshape(-1, self.in_features))
         w = _precision.cast(p, self.weight.data)

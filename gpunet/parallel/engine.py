@@ -29,7 +29,7 @@ import numpy as np
 from .. import backend
 from ..argcheck import one_of
 from ..errors import GpunetValueError
-from ..step import forward_backward, unscale_or_skip
+from ..step import forward_backward
 from .comm import LocalCommunicator, NcclCommunicator
 
 REDUCES = ("mean", "sum")
