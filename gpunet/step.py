@@ -94,7 +94,7 @@ class LocalEngine:
                                                          scale)
         else:
             loss, correct = forward_backward(self.model, self.loss_fn, x, y, metrics, scale)
-        ok = unscale_or_skip(self.scaler, [p.grad for p in self.model.parameters()])
+        ok = self.scaler is None or unscale_or_skip(self.scaler, [p.grad for p in self.model.parameters()])
         if before_step is not None:
             before_step()
         if ok:
