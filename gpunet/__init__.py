@@ -19,9 +19,11 @@ import importlib as _importlib
 # and a missing optional piece never breaks the import of the rest.
 _SUBMODULES = ("backend", "errors", "nn", "ops", "losses", "optim", "regularizers",
                "data", "models", "parallel", "doctor", "testing", "experiments", "checkpoint", "train",
-               "metrics", "callbacks", "compare", "fileio", "plot", "threads", "interop")
+               "metrics", "callbacks", "compare", "fileio", "plot", "threads", "interop",
+               "precision", "loss_scale")
 _LAZY_NAMES = {
     "Trainer": "train", "History": "train", "set_threads": "threads", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "LossScaler": "loss_scale",
 }
 
 

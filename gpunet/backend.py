@@ -542,3 +542,24 @@ def bind_gpu(index: int) -> "Device":
     dev = device(f"cuda:{int(index)}")
     dev.xp.cuda.Device(dev.index).use()
     return dev
+
+
+# ---------------------------------------------------------------- TF32 matrix products
+
+def matmul_tf32(a, b, out=None):
+    """a @ b (float32 CuPy arrays) with cuBLAS allowed TF32 tensor cores for this product only.
+
+    CuPy's switch is its float32 GEMM compute type (`CUPY_TF32=1` sets it for the whole
+    process at the first float32 GEMM); gpunet sets it around each tf32 product and puts the
+    previous one back, so fp32 layers and other code keep exact float32 GEMMs. NumPy has no
+    TF32 (gpunet.precision emulates it by rounding the operands)."""
+    if not is_cupy_array(a):
+        raise GpunetTypeError(f"matmul_tf32: expected CuPy arrays (TF32 is a cuBLAS mode), got {type(a).__name__}")
+    cupy = _import_cupy()
+    from cupy._core import _routines_linalg as linalg  # noqa: F401  (CuPy's compute-type switch)
+    before = linalg.get_compute_type(a.dtype)
+    linalg.set_compute_type(a.dtype, linalg.COMPUTE_TYPE_TF32)
+    try:
+        return cupy.matmul(a, b, out=out)
+    finally:
+        linalg.set_compute_type(a.dtype, before)

@@ -15,19 +15,25 @@ from .errors import GpunetValueError
 from .metrics import count_correct
 
 
-def forward_backward(model, loss_fn, x, y, metrics=True):
+def _scaled(dloss, loss_scale):
+    """dloss × the loss scale (fp16 loss scaling; a power of two, so exact), or dloss itself."""
+    return dloss if loss_scale == 1.0 else dloss * dloss.dtype.type(loss_scale)
+
+
+def forward_backward(model, loss_fn, x, y, metrics=True, loss_scale=1.0):
     """Forward, loss (regularization penalties included) and backward for one batch.
 
-    Gradients accumulate into each Parameter.grad; no optimizer step. Returns the mean
-    loss and the correct count (None without metrics), both as device arrays (no sync).
+    Gradients accumulate into each Parameter.grad (times `loss_scale`, see gpunet.loss_scale);
+    no optimizer step. Returns the mean loss and the correct count (None without metrics),
+    both as device arrays (no sync).
     """
     logits = model.forward(x)
     loss = loss_fn.forward(logits, y) + model.regularization_loss()
-    model.backward(loss_fn.backward(), need_input_grad=False)  # the batch's own dx is never used
+    model.backward(_scaled(loss_fn.backward(), loss_scale), need_input_grad=False)  # the batch's own dx is never used
     return loss, (count_correct(logits, y) if metrics else None)
 
 
-def forward_backward_accumulated(model, loss_fn, x, y, chunks: int, metrics=True):
+def forward_backward_accumulated(model, loss_fn, x, y, chunks: int, metrics=True, loss_scale=1.0):
     """`forward_backward` of the whole batch in `chunks` micro-batches (gradient accumulation).
 
     Micro-batch i of n_i rows scales its loss gradient by n_i / N, so Parameter.grad ends as
@@ -42,17 +48,29 @@ def forward_backward_accumulated(model, loss_fn, x, y, chunks: int, metrics=True
             continue
         logits = model.forward(x[lo:hi])
         part = loss_fn.forward(logits, y[lo:hi])
-        model.backward(loss_fn.backward() * ((hi - lo) / n), need_input_grad=False)
+        model.backward(_scaled(loss_fn.backward() * ((hi - lo) / n), loss_scale), need_input_grad=False)
         loss = loss + part * ((hi - lo) / n)
         if metrics:
             correct = correct + count_correct(logits, y[lo:hi])
     return loss, (correct if metrics else None)
 
 
+def unscale_or_skip(scaler, grads) -> bool:
+    """With a loss scaler: True (and `grads` divided by the scale) when they are finite, False
+    when the step must be skipped. Without one: True."""
+    if scaler is None:
+        return True
+    if not scaler.check(grads):
+        return False
+    scaler.unscale_(grads)
+    return True
+
+
 class LocalEngine:
     """(model, loss, optimizer) on one device; `accumulate` K splits each batch into K micro-batches."""
 
     world, comm = 1, None
+    scaler = None  # a gpunet.loss_scale.LossScaler (fp16), set by the Trainer
 
     def __init__(self, model, loss_fn, optimizer, device="auto", accumulate: int = 1):
         self.device = backend.device(device)
@@ -70,14 +88,20 @@ class LocalEngine:
 
     def train_step(self, x, y, metrics=True, before_step=None):
         """One optimizer step on batch (x, y): returns (mean loss incl. penalties, correct count)."""
+        scale = 1.0 if self.scaler is None else self.scaler.scale
         if self.accumulate > 1:
-            loss, correct = forward_backward_accumulated(self.model, self.loss_fn, x, y, self.accumulate, metrics)
+            loss, correct = forward_backward_accumulated(self.model, self.loss_fn, x, y, self.accumulate, metrics,
+                                                         scale)
         else:
-            loss, correct = forward_backward(self.model, self.loss_fn, x, y, metrics)
+            loss, correct = forward_backward(self.model, self.loss_fn, x, y, metrics, scale)
+        ok = self.scaler is None or unscale_or_skip(self.scaler, [p.grad for p in self.model.parameters()])
         if before_step is not None:
             before_step()
-        self.optimizer.step()
+        if ok:
+            self.optimizer.step()
         self.optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.update(ok)
         return loss, correct
 
     def broadcast_state(self) -> None:

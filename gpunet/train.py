@@ -23,11 +23,13 @@ import time
 import numpy as np
 
 from . import backend
+from . import precision as _precision
 from .argcheck import non_negative, one_of
 from .callbacks import CallbackList, History, RichProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoader, Dataset
 from .errors import CheckpointError, GpunetError, GpunetTypeError, GpunetValueError, NonFiniteError
+from .loss_scale import make_loss_scaler
 from .optim.step_scheduler import StepScheduler
 from .parallel.engine import REDUCES
 from .parallel.process import make_engine
@@ -58,11 +60,19 @@ class Trainer:
     doctor: add a `gn.doctor.LiveDoctor` (live checks at logging points; it stops a
     diverged run before a checkpoint of diverged weights is written); `doctor_ignore`
     silences codes. It goes right after History, before the user's callbacks.
+
+    precision: "fp32" (default), "tf32", "bf16" or "fp16" — the compute precision of matrix
+    products and convolutions (gpunet.precision); weights, gradients and optimizer state stay
+    float32 (the master weights). A float64 model stays float64 (only "fp32" is accepted).
+    loss_scale: "auto" (dynamic loss scaling for fp16, none otherwise), "dynamic", None (no
+    scaling) or a `gn.LossScaler(...)` with its own settings (gpunet.loss_scale). Its state is
+    checkpointed; steps whose scaled gradients are not finite are skipped.
     """
 
     def __init__(self, model, loss, optimizer, device="auto", metrics=("accuracy",), callbacks=(),
                  schedule=None, seed=0, log_every=None, devices=None, reduce="mean", lr_scaling="none",
-                 warmup_epochs=0, comm=None, doctor=True, doctor_ignore=(), accumulate=1):
+                 warmup_epochs=0, comm=None, doctor=True, doctor_ignore=(), accumulate=1, precision="fp32",
+                 loss_scale="auto"):
         for m in metrics:
             one_of("Trainer", "metrics", m, METRICS)
         if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
@@ -73,6 +83,10 @@ class Trainer:
         if comm is not None and devices is None:
             raise GpunetValueError("Trainer: comm expected devices=[...] with it (a communicator joins "
                                    "data-parallel replicas), got a communicator and devices=None")
+        policy = _precision.resolve(precision)  # refuses unknown names and bf16 without ml_dtypes
+        self.precision = "fp32" if policy is None else policy.name
+        self.loss_scaler = make_loss_scaler(loss_scale, self.precision, model)
+        _precision.apply(model, policy)  # before the engine: data-parallel replicas copy the policy
         if devices is not None:
             if accumulate != 1:
                 raise GpunetValueError(f"Trainer: accumulate expected 1 with devices=[...] (data parallel does "
@@ -80,6 +94,7 @@ class Trainer:
             self.engine = make_engine(model, loss, optimizer, devices, reduce=reduce, comm=comm, seed=seed)
         else:
             self.engine = LocalEngine(model, loss, optimizer, device, accumulate=accumulate)
+        self.engine.scaler = self.loss_scaler
         self.device = self.engine.device
         self.model, self.loss_fn, self.optimizer = model, loss, optimizer
         self.replicas, self.reduce = self.engine.world, reduce
@@ -313,7 +328,8 @@ class Trainer:
                 "batch_in_epoch": self._batch_done, "accumulators": acc,
                 "rng": self.device.rng_state(), "history": self.history.epochs,
                 "scheduler": self.lr.state_dict(), "config": self.config,
-                "replica_rng": self.engine.rng_states(), **extra}
+                "replica_rng": self.engine.rng_states(), "precision": self.precision,
+                "loss_scaler": None if self.loss_scaler is None else self.loss_scaler.state_dict(), **extra}
         return save_checkpoint(path, self.model, self.optimizer, **meta)
 
     def _check_meta(self, meta) -> None:
@@ -355,8 +371,27 @@ class Trainer:
                 self.scheduler.check_state_dict(sched)
             except CheckpointError as e:
                 problems.append(f"scheduler: {e}")
+        problems += self._check_precision_meta(meta)
         if problems:
             raise CheckpointError("meta: " + "; ".join(problems))
+
+    def _check_precision_meta(self, meta) -> list:
+        """A resume continues exactly only at the checkpoint's precision and with its loss-scaler state."""
+        written = meta.get("precision", "fp32")  # checkpoints from before precision= ran fp32
+        if written != self.precision:
+            return [f"precision: the checkpoint was written at precision {written!r}, this trainer runs "
+                    f"{self.precision!r}; resume with precision={written!r}"]
+        state = meta.get("loss_scaler")
+        if (state is None) != (self.loss_scaler is None):
+            have = "has no loss-scaler state" if state is None else "holds a loss scaler's state"
+            mine = "scales the loss" if self.loss_scaler is not None else "has no loss scaler (loss_scale=None)"
+            return [f"loss_scaler: the checkpoint {have}, this trainer {mine}; resume with the run's loss_scale"]
+        if state is not None:
+            try:
+                self.loss_scaler.check_state_dict(state)
+            except CheckpointError as e:
+                return [str(e)]
+        return []
 
     def resume(self, path) -> dict:
         """Restore a checkpoint written by `save`; the next `fit` continues where it stopped."""
@@ -370,6 +405,8 @@ class Trainer:
         if meta.get("replica_rng"):
             self.engine.set_rng_states(meta["replica_rng"])
         self.lr.load_state_dict(meta.get("scheduler"))
+        if self.loss_scaler is not None:
+            self.loss_scaler.load_state_dict(meta["loss_scaler"])
         self._resume_batch = int(meta.get("batch_in_epoch", 0))
         self._resume_acc = meta.get("accumulators") if self._resume_batch else None
         return meta

@@ -111,6 +111,7 @@ step gpu-tests 240 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml=
 # ---------------------------------------------------------------- benchmarks (reduced sizes; each ships in gpunet/bench/)
 step bench-kernels 120 "$PY" -m gpunet bench kernels --device cuda --quick --repeats 20 --json-out "$(name_for kernels)"
 step bench-train 150 "$PY" -m gpunet bench train --device cuda --seconds 0.5 --rounds 3 --json-out "$(name_for train)"
+step bench-train-bf16 60 "$PY" -m gpunet bench train --device cuda --precision bf16 --workloads mlp-b1024,tf-cifar10-cnn --seconds 0.5 --rounds 3 --json-out "$(name_for train-bf16)"
 step bench-parallel 60 "$PY" -m gpunet bench parallel --device cuda --repeats 3 --samples 10000 --json-out "$(name_for parallel)"
 step bench-loader 45 "$PY" -m gpunet bench loader --device cuda --repeats 3 --json-out "$(name_for loader)"
 step bench-doctor 60 "$PY" -m gpunet bench doctor --device cuda --repeats 3 --json-out "$(name_for doctor)"

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gpunet"
 
 FLOORS = {
     0: ("errors", "checks", "argcheck", "backend", "fileio", "threads", "runlock"),
-    1: ("ops", "metrics", "regularizers", "testing"),
+    1: ("ops", "metrics", "regularizers", "testing", "precision", "loss_scale"),
     2: ("nn", "data"),
     3: ("losses", "optim", "models"),
     4: ("step", "callbacks", "checkpoint", "plot", "interop"),

@@ -20,7 +20,7 @@ ALT = {"dataset": "mnist", "model": "small_cnn", "hidden": "32", "epochs": 3, "b
        "out": "elsewhere", "name": "mine", "resume": True, "checkpoint_every": 5, "data_root": "/nowhere",
        "devices": "cpu,cpu", "reduce": "sum", "lr_scaling": "linear", "warmup_epochs": 1.0, "threads": 2,
        "schedule": "cosine", "early_stopping": 2, "clip_grad_norm": 1.0, "augment": True, "log": "csv",
-       "accumulate": 4}
+       "accumulate": 4, "precision": "bf16"}
 MODEL_FLAGS = ("hidden", "dropout", "init", "seed", "dtype")
 OPT_FLAGS = ("lr", "momentum", "weight_decay", "optimizer")
 SHAPES = {"mlp": (1, 8, 8), "softmax_regression": (1, 8, 8), "small_cnn": (1, 8, 8), "tf_cifar10_cnn": (3, 24, 24),

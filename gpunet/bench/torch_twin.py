@@ -76,18 +76,42 @@ def twin(model, device: str = "cpu"):
     return tmodel.to(device=device, dtype=torch.float32 if model.dtype == np.float32 else torch.float64)
 
 
-def make_step(tmodel, lr: float, momentum: float):
-    """A closure running one PyTorch training step; returns the loss tensor (no host sync)."""
+AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def autocast_description(precision: str, gpu: bool) -> str:
+    """What PyTorch's side runs for gpunet's `precision` (recorded in benchmark rows)."""
+    if precision in AUTOCAST:
+        return f"torch.autocast({AUTOCAST[precision]})" + (" + GradScaler" if precision == "fp16" else "")
+    if precision == "tf32":
+        return "float32, allow_tf32=True" if gpu else "float32 (TF32 is a GPU mode)"
+    return "float32"
+
+
+def make_step(tmodel, lr: float, momentum: float, precision: str = "fp32"):
+    """A closure running one PyTorch training step; returns the loss tensor (no host sync).
+    precision bf16/fp16: under torch.autocast (fp16 with a GradScaler); tf32: TF32 matmuls on a GPU."""
     import torch
     opt = torch.optim.SGD(tmodel.parameters(), lr=lr, momentum=momentum)
     cross_entropy = torch.nn.functional.cross_entropy
     tmodel.train()
+    kind = next(tmodel.parameters()).device.type
+    if precision == "tf32" and kind == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    dtype = getattr(torch, AUTOCAST[precision]) if precision in AUTOCAST else None
+    scaler = torch.amp.GradScaler(kind) if precision == "fp16" else None
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
-        loss = cross_entropy(tmodel(x), y)
-        loss.backward()
-        opt.step()
+        with torch.autocast(kind, dtype=dtype, enabled=dtype is not None):
+            loss = cross_entropy(tmodel(x), y)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         return loss.detach()
 
     return step

@@ -24,6 +24,14 @@ Timing. After `--warmup` steps per side, each round times one segment per side o
 `--seconds` seconds (a whole number of steps, device synced at both ends), alternating
 which side goes first to cancel drift; samples/s is the median over `--rounds` rounds.
 The 1-minute load average is recorded before and after: a busy machine is visible.
+
+Precision. `--precision tf32|bf16|fp16` runs gpunet at that precision (gpunet.precision; fp16
+with its dynamic loss scaler, through the Trainer's engine) and PyTorch under
+`torch.autocast` in the same dtype (fp16 with a GradScaler; tf32 through
+`torch.backends.cuda.matmul.allow_tf32`, a GPU setting: on the CPU PyTorch's side stays
+float32, as the row records). The loss check then allows `CHECK_RTOL_LOW` (the two round at
+different points). On the CPU gpunet emulates the low precisions (docs/precision.md): their
+numbers are not speed claims.
 """
 from __future__ import annotations
 
@@ -37,13 +45,14 @@ from typing import Callable
 
 import numpy as np
 
-from .. import backend, losses, models, optim, threads
+from .. import backend, losses, models, optim, precision, threads
 from ..errors import GpunetError
 from . import host, torch_twin
 from .host import write_json
 
 CHECK_RTOL = 1e-3
 CHECK_RTOL_FLOAT64 = 1e-9
+CHECK_RTOL_LOW = 5e-2  # --precision tf32/bf16/fp16: both sides round, at different points
 
 
 @dataclasses.dataclass
@@ -104,7 +113,17 @@ def gpunet_step(model, loss_fn, opt):
     return step
 
 
-def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32"):
+def gpunet_amp_step(model, loss_fn, opt, dev, prec):
+    """One gpunet step at precision `prec` as the Trainer runs it (fp16: with its loss scaler)."""
+    from ..loss_scale import LossScaler
+    from ..step import LocalEngine
+    precision.apply(model, prec)
+    engine = LocalEngine(model, loss_fn, opt, dev)
+    engine.scaler = LossScaler() if prec == "fp16" else None
+    return lambda x, y: engine.train_step(x, y, metrics=False)[0]
+
+
+def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32", prec="fp32"):
     """{"gpunet": step, "torch": step}: same architecture, same initial weights."""
     backend.manual_seed(seed)
     model = w.model().to(dev, dtype=dtype)
@@ -113,9 +132,10 @@ def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32"):
     if with_torch:  # copy the weights before gpunet's first step changes them
         tdev = f"cuda:{dev.index}" if dev.is_gpu else "cpu"
         tmodel = torch_twin.twin(model, tdev)
-        sides["torch"] = (torch_twin.make_step(tmodel, w.lr, w.momentum), tdev)
+        sides["torch"] = (torch_twin.make_step(tmodel, w.lr, w.momentum, prec), tdev)
     opt = optim.SGD(model.parameters(), lr=w.lr, momentum=w.momentum)
-    sides["gpunet"] = (gpunet_step(model, losses.SoftmaxCrossEntropy(), opt), dev)
+    sides["gpunet"] = (gpunet_step(model, losses.SoftmaxCrossEntropy(), opt) if prec == "fp32" else
+                       gpunet_amp_step(model, losses.SoftmaxCrossEntropy(), opt, dev, prec), dev)
     return dict(sorted(sides.items()))  # "gpunet" first
 
 
@@ -198,12 +218,15 @@ def time_sides(sides, data, dev, args) -> dict:
 
 
 def run_workload(w: Workload, dev, args, with_torch: bool) -> dict:
-    sides = build_sides(w, dev, args.seed, with_torch)
+    prec = getattr(args, "precision", "fp32")
+    sides = build_sides(w, dev, args.seed, with_torch, **({} if prec == "fp32" else {"prec": prec}))
     data, what = batches(w, dev, args.pool, args.seed, with_torch)
     check = check_losses(sides, data, args.check_steps, args.check_rtol)
     timing = time_sides(sides, data, dev, args)
     row = {"workload": w.name, "batch_size": w.batch_size, "data": what, "lr": w.lr,
-           "momentum": w.momentum, "gpunet": timing["gpunet"], "check": check}
+           "momentum": w.momentum, "precision": prec, "gpunet": timing["gpunet"], "check": check}
+    if with_torch and prec != "fp32":
+        row["torch_precision"] = torch_twin.autocast_description(prec, dev.is_gpu)
     if with_torch and getattr(args, "check_float64", False):
         # Same steps in float64: rounding no longer hides a wrong formula (agreement ~1e-15).
         sides64 = build_sides(w, dev, args.seed, with_torch, dtype="float64")
@@ -278,6 +301,9 @@ def run(args) -> dict:
         threads.set_threads(args.threads)
     with_torch = torch_twin.available() and not args.no_torch
     env = environment(dev, with_torch)
+    prec = getattr(args, "precision", "fp32")
+    if args.check_rtol is None:
+        args.check_rtol = CHECK_RTOL if prec == "fp32" else CHECK_RTOL_LOW
     names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
@@ -286,6 +312,7 @@ def run(args) -> dict:
               "device": dev.name, "device_name": env["device_name"], "environment": env,
               "torch": with_torch, "load_average_before": host.load_average(),
               "settings": {k: getattr(args, k) for k in ("warmup", "seconds", "rounds", "pool", "seed")},
+              "precision": prec,
               "check_steps": args.check_steps, "check_rtol": args.check_rtol, "results": []}
     for i, name in enumerate(names):  # a long benchmark says where it is (stderr: stdout stays the table)
         print(f"bench train: workload {i + 1}/{len(names)}: {name} ...", file=sys.stderr, flush=True)
@@ -306,7 +333,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="timed segments per side; the median is reported")
     p.add_argument("--pool", type=int, default=8, help="distinct batches kept on the device, cycled")
     p.add_argument("--check-steps", type=int, default=20, help="steps of the loss-agreement check")
-    p.add_argument("--check-rtol", type=float, default=CHECK_RTOL, help="allowed relative loss difference")
+    p.add_argument("--check-rtol", type=float, default=None,
+                   help=f"allowed relative loss difference (default {CHECK_RTOL}; {CHECK_RTOL_LOW} with --precision)")
+    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
+                   help="gpunet's precision= and PyTorch's torch.autocast dtype (default fp32)")
     p.add_argument("--check-float64", action="store_true",
                    help="also run the check in float64 (relative 1e-9): the same formulas, not just close")
     p.add_argument("--seed", type=int, default=0)

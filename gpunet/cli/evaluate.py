@@ -75,6 +75,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     model.to(dev, dtype=train_cfg.dtype)
     gn.load_checkpoint(cfg.checkpoint, model)
     opt = recipe.build_optimizer(train_cfg, model.parameters())
-    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev)
+    # at the run's precision: the numbers of its own test evaluation
+    trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, precision=train_cfg.precision)
     out = trainer.evaluate(ds, batch_size=cfg.batch_size)
-    return {"dataset": name, "split": cfg.split, "samples": len(ds), "device": dev.name, **out}
+    return {"dataset": name, "split": cfg.split, "samples": len(ds), "device": dev.name,
+            "precision": train_cfg.precision, **out}

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from .. import backend, data, models, nn, optim
+from .. import backend, data, models, nn, optim, precision
 from ..argcheck import non_negative, one_of
 from ..errors import GpunetValueError
 from ..fileio import regular_file
@@ -57,6 +57,7 @@ class TrainConfig:
     augment: bool = False            # random crop (and flip for cifar10, fashion-mnist) of training batches
     log: str = ""                    # extra epoch logs beside metrics.jsonl: "csv", "tensorboard" or both
     accumulate: int = 1              # run each batch as K micro-batches (gradient accumulation)
+    precision: str = "fp32"          # compute precision of matrix products: fp32, tf32, bf16, fp16 (gpunet.precision)
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -92,6 +93,11 @@ class TrainConfig:
             raise GpunetValueError("TrainConfig: log tensorboard expected tensorboardX installed: pip install "
                                    "tensorboardX (or, from the gpunet checkout, pip install \".[tensorboard]\")")
         one_of("TrainConfig", "lr_scaling", self.lr_scaling, LR_SCALINGS)
+        one_of("TrainConfig", "precision", self.precision, precision.PRECISIONS)
+        if self.precision != "fp32" and self.dtype != "float32":
+            raise GpunetValueError(f"TrainConfig: precision {self.precision!r} expected dtype float32 (float32 master "
+                                   f"weights; float64 runs stay float64), got dtype {self.dtype!r}")
+        precision.resolve(self.precision)  # bf16 without ml_dtypes: refused with the install hint
         non_negative("TrainConfig", "warmup_epochs", self.warmup_epochs)
         models.get(self.model)
         backend.resolve_dtype(self.dtype)

@@ -51,6 +51,8 @@ HELP = {  # one line per flag; the default is appended as the user would type it
     "augment": "random crop (and flip for cifar10, fashion-mnist) of training images",
     "log": "extra epoch logs beside metrics.jsonl: csv, tensorboard or csv,tensorboard",
     "accumulate": "run each batch as K micro-batches: same step, 1/K of the activation memory",
+    "precision": "compute precision of matrix products and convolutions (float32 master weights; "
+                 "fp16 with dynamic loss scaling; bf16 needs ml_dtypes)",
 }
 SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache",
                  "devices": "one device", "log": "none", "threads": "0"}
@@ -59,10 +61,11 @@ SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then t
 def _choices():
     from .. import models, nn, optim
     from ..parallel.engine import REDUCES
+    from .. import precision
     from ..train import LR_SCALINGS
     return {"model": tuple(sorted(models.ZOO)), "optimizer": tuple(optim.OPTIMIZERS), "init": tuple(nn.init.NAMES),
             "dtype": recipe.DTYPES, "schedule": tuple(recipe.SCHEDULES), "reduce": tuple(REDUCES),
-            "lr_scaling": tuple(LR_SCALINGS)}
+            "lr_scaling": tuple(LR_SCALINGS), "precision": precision.PRECISIONS}
 
 
 def add_arguments(parser) -> None:
@@ -258,7 +261,7 @@ def _train(cfg, console, quiet=False, lr_given=False, ignore=(), doctor=True, de
                          callbacks=[logger, ckpt, *extra_callbacks(cfg, folder)],
                          devices=[dev] if comm else cfg.device_list(), comm=comm, reduce=cfg.reduce,
                          lr_scaling=cfg.lr_scaling, warmup_epochs=cfg.warmup_epochs,
-                         doctor=doctor, doctor_ignore=ignore)
+                         doctor=doctor, doctor_ignore=ignore, precision=cfg.precision)
     trainer.config = dataclasses.asdict(cfg)
     if comm is not None:
         trainer.engine.check_every = cfg.checkpoint_every or None
@@ -341,7 +344,7 @@ def _train_quiet_rank(cfg, model, opt, dev, comm, train_set, val_set, lr_given) 
     trainer = gn.Trainer(model, losses.SoftmaxCrossEntropy(), opt, device=dev, seed=cfg.seed,
                          schedule=run_schedule(cfg, opt, train_set), devices=[dev], comm=comm,
                          reduce=cfg.reduce, lr_scaling=cfg.lr_scaling,
-                         warmup_epochs=cfg.warmup_epochs,
+                         warmup_epochs=cfg.warmup_epochs, precision=cfg.precision,
                          doctor=False)  # rank 0 reports; ProcessSync spreads its stop to every rank
     trainer.config = dataclasses.asdict(cfg)
     trainer.engine.check_every = cfg.checkpoint_every or None

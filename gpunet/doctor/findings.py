@@ -37,6 +37,8 @@ CODES = {
     "GN204-accuracy-at-chance": "the loss falls but the accuracy stays at chance",
     "GN205-exploding-gradient": "a layer's gradient norm grew by orders of magnitude",
     "GN206-vanishing-gradient": "a layer's gradient is orders of magnitude below the others'",
+    "GN207-fp16-overflow": "fp16 without loss scaling: gradients overflowed fp16's range (NaN/Inf)",
+    "GN208-loss-scale-floor": "the fp16 loss scale sits at its floor and steps keep being skipped",
 }
 
 

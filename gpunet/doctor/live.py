@@ -15,6 +15,12 @@ Watches for (codes in findings.py):
   GN205/GN206 a layer's gradient norm exploding (1000× its first sample) or
         vanishing (1e-5× the largest layer's, twice in a row).
   GN110 data parallel reduce="sum" with no lr correction.
+  GN207 precision="fp16" without loss scaling and a NaN/Inf gradient or loss: reported
+        before GN201 stops the run (the fix is loss scaling, not only a lower lr).
+  GN208 the fp16 loss scale at its floor while steps keep being skipped: the gradients are
+        not finite at any scale (the model overflows in its forward pass, or diverged).
+  A step the loss scaler skips (non-finite scaled gradients, expected now and then) is
+  never sampled for gradient norms: the next step is.
 
 Place it before ModelCheckpoint in the callbacks (the Trainer wiring does): it then
 stops a diverged run before a checkpoint of diverged weights is written, and the
@@ -125,6 +131,7 @@ class LiveDoctor(Callback):
     def on_train_end(self, logs=None):
         exc = sys.exc_info()[1]
         if isinstance(exc, NonFiniteError) and not isinstance(exc, DivergenceError):
+            self._check_fp16_overflow(self.trainer.global_step, "the loss is NaN/Inf")
             f = self._non_finite(self.trainer.global_step, "the loss is NaN/Inf")
             self._emit(f)
             if hasattr(exc, "add_note"):
@@ -133,7 +140,7 @@ class LiveDoctor(Callback):
     # ------------------------------------------------------------ gradient sampling
     def on_before_optimizer_step(self, step, logs=None):
         """On a sampled step, queue ‖g‖² and ‖w‖² per parameter on the device (no sync)."""
-        if self._sample:
+        if self._sample and not getattr(getattr(self.trainer, "loss_scaler", None), "found_inf", False):
             xp = backend.xp_of(self._params[0].grad)
             self._pending = xp.stack([xp.stack([xp.vdot(p.grad.ravel(), p.grad.ravel()),
                                                 xp.vdot(p.data.ravel(), p.data.ravel())])
@@ -155,10 +162,13 @@ class LiveDoctor(Callback):
     def _check_point(self, step, loss, accuracy):
         norms = self._read_norms()
         if not math.isfinite(loss):
+            self._check_fp16_overflow(step, f"the loss is {loss}")
             self._emit(self._non_finite(step, f"the loss is {loss}"), stop=True)
         if norms and not all(math.isfinite(v) for v in norms.values()):
             bad = [n for n, v in norms.items() if not math.isfinite(v)]
+            self._check_fp16_overflow(step, f"the gradient of {bad[0]} is NaN/Inf")
             self._emit(self._non_finite(step, f"the gradient of {bad[0]} is NaN/Inf", bad), stop=True)
+        self._check_loss_scale(step)
         self._points.append((step, loss, accuracy))
         self._check_divergence(step, loss)
         if norms:
@@ -263,6 +273,35 @@ class LiveDoctor(Callback):
                 {"loss": loss, "first_loss": self._points[0][1], "accuracy": accuracy, "chance": chance},
                 "check that the loss and the metric see the same labels (a label shift or a wrong target "
                 "transform), and that predictions are the argmax of the logits", step=step))
+
+    # ------------------------------------------------------------ mixed precision
+    def _check_fp16_overflow(self, step, what):
+        """GN207: fp16 compute without loss scaling went non-finite (fp16 ends at ±65504)."""
+        t = self.trainer
+        if getattr(t, "precision", "fp32") != "fp16" or getattr(t, "loss_scaler", None) is not None:
+            return
+        self._emit(Finding(
+            "error", "GN207-fp16-overflow",
+            f"precision='fp16' without loss scaling and {what} at step {step}: fp16 holds magnitudes up to "
+            "65504 only, and an fp16 product beyond that is Inf; nothing skips such a step, so the weights "
+            "take it.", {"step": step, "precision": "fp16", "loss_scale": "none"},
+            "use dynamic loss scaling (loss_scale='auto', the default for fp16), or precision='bf16' "
+            "(float32's range)", step=step))
+
+    def _check_loss_scale(self, step):
+        """GN208: the loss scale at its floor and the recent steps all skipped."""
+        sc = getattr(self.trainer, "loss_scaler", None)
+        if sc is None or not sc.at_floor or sc.skipped_in_a_row < 2:
+            return
+        self._emit(Finding(
+            "error", "GN208-loss-scale-floor",
+            f"the loss scale is at its floor ({sc.scale:g}) and the last {sc.skipped_in_a_row} steps were all "
+            f"skipped ({sc.skipped} of {sc.steps} in all): the gradients are not finite even at the smallest "
+            "scale, so the weights no longer change.",
+            {"scale": sc.scale, "min_scale": sc.min_scale, "skipped_in_a_row": sc.skipped_in_a_row,
+             "skipped": sc.skipped, "steps": sc.steps},
+            "the overflow is not the loss scale's to fix: look for activations beyond fp16's 65504 in the forward "
+            "pass (unnormalized inputs, a diverged run: lower the lr), or use precision='bf16'", step=step))
 
     # ------------------------------------------------------------ attribution
     def _non_finite(self, step, what, bad=None):

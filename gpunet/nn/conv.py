@@ -20,6 +20,7 @@ gradient back with its adjoint.
 """
 from __future__ import annotations
 
+from .. import precision as _precision
 from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
@@ -49,12 +50,13 @@ def conv_padding(owner, padding, kernel_size, stride, dilation):
     return (ph, ph, pw, pw)
 
 
-def _gemm(xp, a, b, out=None):
-    """a (g, m, k) @ b (g, k, n) (into out (g, m, n)); one plain 2-d GEMM when g = 1."""
+def _gemm(xp, a, b, out=None, precision=None):
+    """a (g, m, k) @ b (g, k, n) (into out (g, m, n)); one plain 2-d GEMM when g = 1.
+    precision: the compute precision of operands already cast (gpunet.precision), or None."""
     if a.shape[0] == 1:
-        r = xp.matmul(a[0], b[0], out=None if out is None else out[0])
+        r = _precision.matmul(precision, a[0], b[0], out=None if out is None else out[0])
         return r[None]
-    return xp.matmul(a, b, out=out)
+    return _precision.matmul(precision, a, b, out=out)
 
 
 class _ConvLayer(RegularizedLayer):
@@ -89,7 +91,10 @@ class Conv2d(_ConvLayer):
     also takes "same" or "valid". init defaults to "glorot_uniform" with PyTorch fans
     (fan_in = in_channels/groups·kh·kw); init="torch_default" draws PyTorch's default, and
     then bias_init (None: zeros, or PyTorch's U(±1/sqrt(fan_in)) with "torch_default") too.
+    `precision` (set by gpunet.precision.apply): the compute precision of its GEMMs.
     """
+
+    takes_precision, precision = True, None
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="glorot_uniform", bias_init=None, kernel_regularizer=None,
@@ -152,22 +157,24 @@ class Conv2d(_ConvLayer):
         xp = self.device.xp
         N, _, H, W = x.shape
         Ho, Wo = self._out_hw(H, W)
-        cols = self._cols(x, Ho, Wo)                              # (g·K, N·Ho·Wo)
+        p = self.precision  # None (fp32) or the GEMM's compute precision: cols built from the cast x
+        xc, w3 = _precision.cast(p, x), _precision.cast(p, self._w3())
+        cols = self._cols(xc, Ho, Wo)                             # (g·K, N·Ho·Wo)
         O, g, L = self.out_channels, self.groups, cols.shape[1]
         # With N = 1 or O = 1 the (O, N, Ho, Wo) → NCHW transpose below is already contiguous
         # and would return the GEMM's buffer itself: the next call would overwrite it.
         y = xp.empty((O, L), dtype=x.dtype) if (N == 1 or O == 1) else self._scratch("y", (O, L), x.dtype)
-        _gemm(xp, self._w3(), cols.reshape(g, -1, L), y.reshape(g, O // g, L))  # (O, N·Ho·Wo)
+        _gemm(xp, w3, cols.reshape(g, -1, L), y.reshape(g, O // g, L), p)  # (O, N·Ho·Wo)
         if self.bias is not None:
             y += self.bias.data[:, None]
         y = xp.ascontiguousarray(y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
         # Training keeps cols for dW; eval keeps x only (backward, if asked, rebuilds cols).
-        self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
+        self._cache = (None, cols, x.shape, y.shape, w3) if self.training else (xc, None, x.shape, y.shape, w3)
         return self._keep_output(y)
 
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False (the first layer: no dcols GEMM, no col2im)."""
-        x, cols, x_shape, y_shape = self._saved()
+        x, cols, x_shape, y_shape, w3 = self._saved()
         self._check_dy(dy, y_shape)
         xp = self.device.xp
         N, O, Ho, Wo = y_shape
@@ -179,14 +186,16 @@ class Conv2d(_ConvLayer):
         dy2[...] = dy.transpose(1, 0, 2, 3)
         dy3 = dy2.reshape(g, O // g, -1)                                     # (g, O/g, L)
         cols3 = cols.reshape(g, -1, cols.shape[1])                           # (g, K, L)
-        self.weight.grad += _gemm(xp, dy3, cols3.transpose(0, 2, 1)).reshape(self.weight.shape)
+        p = self.precision
+        dy3c = _precision.cast(p, dy3)
+        self.weight.grad += _gemm(xp, dy3c, cols3.transpose(0, 2, 1), precision=p).reshape(self.weight.shape)
         self._add_kernel_grad()
         if self.bias is not None:
             self.bias.grad += dy3.reshape(O, -1).sum(axis=1)
         if not need_input_grad:
             return None
         dcols = self._scratch("dcols", cols.shape, dy.dtype)
-        _gemm(xp, self._w3().transpose(0, 2, 1), dy3, dcols.reshape(cols3.shape))  # (g, K, L)
+        _gemm(xp, w3.transpose(0, 2, 1), dy3c, dcols.reshape(cols3.shape), p)  # (g, K, L)
         dcols = dcols.reshape(self.in_channels, *self.kernel_size, N, Ho, Wo)
         if self._inside:
             return col2im(dcols, x_shape, *self.stride, self.pads[0], self.pads[2], *self.dilation)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from .. import precision as _precision
 from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import Layer, RegularizedLayer, boolean, positive_int
@@ -21,7 +22,10 @@ class Linear(RegularizedLayer):
     stacks); pass init="he_normal" before ReLUs. Leading dimensions beyond the first are
     allowed: (N, *, in) -> (N, *, out). init="torch_default" draws PyTorch's default, and then
     bias_init (None: zeros, or PyTorch's U(±1/sqrt(in_features)) with "torch_default") too.
+    `precision` (set by gpunet.precision.apply): the compute precision of its GEMMs.
     """
+
+    takes_precision, precision = True, None
 
     def __init__(self, in_features, out_features, bias=True, init="glorot_uniform",
                  bias_init=None, kernel_regularizer=None, activity_regularizer=None):
@@ -41,28 +45,31 @@ class Linear(RegularizedLayer):
         if x.ndim < 2 or x.shape[-1] != self.in_features:
             raise self._shape_error(f"(N, {self.in_features}) or (N, *, {self.in_features})", x)
         self._check_float(x, self.weight.dtype)
-        xp = self.device.xp
-        x2 = x.reshape(-1, self.in_features)
-        y = xp.matmul(x2, self.weight.data.T)  # BLAS reads the transposed view directly
+        p = self.precision  # None (fp32) or the GEMM's compute precision: operands cast once, kept
+        x2 = _precision.cast(p, x.reshape(-1, self.in_features))
+        w = _precision.cast(p, self.weight.data)
+        y = _precision.matmul(p, x2, w.T)  # BLAS reads the transposed view directly
         if self.bias is not None:
             y += self.bias.data
         y = y.reshape(*x.shape[:-1], self.out_features)
-        self._cache = (x2, x.shape)
+        self._cache = (x2, x.shape, w)
         return self._keep_output(y)
 
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False (the first layer: its dx GEMM is skipped)."""
-        x2, x_shape = self._saved()
+        x2, x_shape, w = self._saved()
         self._check_dy(dy, (*x_shape[:-1], self.out_features))
         dy = self._activity_dy(dy)
         dy2 = dy.reshape(-1, self.out_features)
-        self.weight.grad += dy2.T @ x2
+        p = self.precision
+        dyc = _precision.cast(p, dy2)
+        self.weight.grad += _precision.matmul(p, dyc.T, x2)
         self._add_kernel_grad()
         if self.bias is not None:
             self.bias.grad += dy2.sum(axis=0)
         if not need_input_grad:
             return None
-        return (dy2 @ self.weight.data).reshape(x_shape)
+        return _precision.matmul(p, dyc, w).reshape(x_shape)
 
     def extra_repr(self):
         extra = "" if self.bias is not None else ", bias=False"

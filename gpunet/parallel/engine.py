@@ -117,6 +117,8 @@ def choose_communicator(devices):
 class DataParallel:
     """Replicas of (model, loss, optimizer) over `devices`; replica 0 is the caller's own objects."""
 
+    scaler = None  # a gpunet.loss_scale.LossScaler (fp16), set by the Trainer; one for all replicas
+
     def __init__(self, model, loss_fn, optimizer, devices, reduce="mean", comm=None, seed=0):
         one_of("DataParallel", "reduce", reduce, REDUCES)
         if not devices:
@@ -162,22 +164,27 @@ class DataParallel:
         xp = home.xp
         with home:
             loss_sum, correct, start = xp.zeros((), np.float64), xp.zeros((), np.int64), 0
+        scale = 1.0 if self.scaler is None else self.scaler.scale
         for r, n in zip(self.replicas, sizes):
             with r.device:
                 xs, ys = r.device.asarray(x[start:start + n]), r.device.asarray(y[start:start + n])
-                loss, c = forward_backward(r.model, r.loss_fn, xs, ys, metrics)
+                loss, c = forward_backward(r.model, r.loss_fn, xs, ys, metrics, scale)
             with home:  # the sums live on replica 0's device
                 loss_sum += home.asarray(loss) * n
                 if metrics:
                     correct += home.asarray(c)
             start += n
         self._reduce(sizes)
+        ok = self._unscale()
         if before_step is not None:
             before_step()
         for r in self.replicas:
             with r.device:
-                r.optimizer.step()
+                if ok:
+                    r.optimizer.step()
                 r.optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.update(ok)
         with home:
             return loss_sum / x.shape[0], (correct if metrics else None)
 
@@ -196,6 +203,19 @@ class DataParallel:
             for r in self.replicas:
                 with r.device:
                     r.flat_grad *= scale
+
+    def _unscale(self) -> bool:
+        """Loss scaling: the reduced gradients are the same on every replica, so replica 0's
+        decide the skip for all; then each replica divides its own by the scale."""
+        if self.scaler is None:
+            return True
+        with self.replicas[0].device:
+            if not self.scaler.check([self.replicas[0].flat_grad]):
+                return False
+        for r in self.replicas:
+            with r.device:
+                self.scaler.unscale_([r.flat_grad])
+        return True
 
     def broadcast_state(self):
         """Copy replica 0's weights, buffers and optimizer state to every other replica."""

@@ -37,7 +37,7 @@ import numpy as np
 from .. import backend
 from ..callbacks import Callback
 from ..errors import GpunetValueError
-from ..step import forward_backward
+from ..step import forward_backward, unscale_or_skip
 from .engine import REDUCES, Replica
 from .agree import agree, checksum, compare_checksums, source_digest
 from .mpi import STOP_SIGNALS, JobStopped, stop_requested
@@ -84,6 +84,8 @@ def plan_buckets(params, bucket_bytes):
 class ProcessDataParallel:
     """One replica of (model, loss, optimizer) in this process, `comm.world_size` in the job."""
 
+    scaler = None  # a gpunet.loss_scale.LossScaler (fp16), set by the Trainer; every rank decides alike
+
     def __init__(self, model, loss_fn, optimizer, device, comm, reduce="mean", seed=0,
                  bucket_bytes=None, overlap=True):
         if reduce not in REDUCES:
@@ -115,6 +117,7 @@ class ProcessDataParallel:
                 "model (parameter names, shapes, dtype)": [(k, list(p.shape), str(p.dtype))
                                                            for k, p in r.model.named_parameters()],
                 "optimizer": [opt["type"], opt["hyper"]], "reduce": self.reduce,
+                "precision": sorted({repr(getattr(m, "precision", None)) for m in r.model.modules()}),
                 "device kind": r.device.kind}
 
     def checksum(self) -> int:
@@ -225,7 +228,8 @@ class ProcessDataParallel:
             with r.device:
                 xp = r.device.xp
                 if n:
-                    loss, correct = forward_backward(r.model, r.loss_fn, x, y, metrics)
+                    loss, correct = forward_backward(r.model, r.loss_fn, x, y, metrics,
+                                                     1.0 if self.scaler is None else self.scaler.scale)
                 else:  # an empty part (a last batch smaller than the job): it still joins the sum
                     loss, correct = xp.zeros((), np.float64), xp.zeros((), np.int64)
                 while self._next < len(self.buckets):
@@ -240,10 +244,14 @@ class ProcessDataParallel:
                 factor = (self.world if self.reduce == "sum" else 1) / (self.world if equal else total)
                 if factor != 1:
                     r.flat_grad *= r.flat_grad.dtype.type(factor)
+                ok = unscale_or_skip(self.scaler, [r.flat_grad])  # the reduced gradient: the same on every rank
                 if before_step is not None:
                     before_step()
-                r.optimizer.step()
+                if ok:
+                    r.optimizer.step()
                 r.optimizer.zero_grad()
+                if self.scaler is not None:
+                    self.scaler.update(ok)
         finally:
             self._pending = None
         stops = [s for s, v in zip(STOP_SIGNALS, self.meta[1:]) if v > 0]
