@@ -15,7 +15,8 @@ reject, and what would be silently wrong on a GPU, before running the emulator:
   * args must be a tuple or list with one value per kernel parameter;
   * a pointer parameter takes an array of this stand-in, on the current device (CuPy
     rejects a NumPy array with TypeError 'Unsupported type'); a float pointer takes
-    exactly that dtype, an integer pointer any integer dtype;
+    exactly that dtype (__half / __half2: float16, __nv_bfloat16 / __nv_bfloat162:
+    ml_dtypes.bfloat16), an integer pointer any integer dtype;
   * a scalar parameter takes a NumPy scalar of exactly its type (a Python int goes to the
     GPU as 8 bytes, float as a double, so they only fit `long long` / `double`);
   * the module must have been compiled on the current device (CUDA_ERROR_INVALID_HANDLE
@@ -292,7 +293,12 @@ _SCALARS = {"int": np.int32, "unsigned int": np.uint32, "long long": np.int64, "
 _CTYPES = {"int": ctypes.c_int32, "unsigned int": ctypes.c_uint32, "long long": ctypes.c_int64,
            "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float, "double": ctypes.c_double,
            "bool": ctypes.c_bool}
-_POINTEES = {"float": np.float32, "double": np.float64}
+_POINTEES = {"float": np.float32, "double": np.float64, "__half": np.float16, "__half2": np.float16}
+try:   # CuPy 14 takes ml_dtypes' bfloat16 arrays (and passes their pointers like any other)
+    import ml_dtypes
+    _POINTEES.update({"__nv_bfloat16": ml_dtypes.bfloat16, "__nv_bfloat162": ml_dtypes.bfloat16})
+except ImportError:
+    pass
 
 
 def _source_file(code: str) -> Path:
