@@ -172,7 +172,8 @@ def test_bad_labels_name_first_row_and_value():
 
 
 @pytest.mark.parametrize("logits,target,err,needle", [
-    (np.zeros((3, 4), np.int32), np.zeros(3, np.int64), gn.GpunetTypeError, "float32 or float64"),
+    (np.zeros((3, 4), np.int32), np.zeros(3, np.int64), gn.GpunetTypeError,
+     r"logits of dtype float32, float64, float16 or bfloat16, got int32"),
     (np.zeros((3, 4, 2)), np.zeros(3, np.int64), gn.ShapeError, r"\(N, C\), got \(3, 4, 2\)"),
     (np.zeros((4, 3)).T, np.zeros(3, np.int64), gn.GpunetValueError, "C-contiguous"),
     (np.zeros((3, 4)), np.zeros(5, np.int64), gn.ShapeError, r"\(3,\).*got \(5,\)"),
