@@ -29,25 +29,25 @@
 
 typedef unsigned long long u64;
 
-// Storage type T, compute type C (float for the 16-bit types), 16-byte vector V of VW elements.
+// Storage type T, compute type A (float for the 16-bit types), 16-byte vector V of VW elements.
 template <typename T> struct Io;
 template <> struct Io<float> {
-    typedef float C; typedef float4 V; static const int VW = 4;
+    typedef float A; typedef float4 V; static const int VW = 4;
     static __device__ __forceinline__ float ld(float v) { return v; }
     static __device__ __forceinline__ float st(float v) { return v; }
 };
 template <> struct Io<double> {
-    typedef double C; typedef double2 V; static const int VW = 2;
+    typedef double A; typedef double2 V; static const int VW = 2;
     static __device__ __forceinline__ double ld(double v) { return v; }
     static __device__ __forceinline__ double st(double v) { return v; }
 };
 template <> struct Io<__half> {
-    typedef float C; typedef float4 V; static const int VW = 8;
+    typedef float A; typedef float4 V; static const int VW = 8;
     static __device__ __forceinline__ float ld(__half v) { return __half2float(v); }
     static __device__ __forceinline__ __half st(float v) { return __float2half_rn(v); }
 };
 template <> struct Io<__nv_bfloat16> {
-    typedef float C; typedef float4 V; static const int VW = 8;
+    typedef float A; typedef float4 V; static const int VW = 8;
     static __device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
     static __device__ __forceinline__ __nv_bfloat16 st(float v) { return __float2bfloat16_rn(v); }
 };
@@ -59,7 +59,7 @@ template <typename T> struct ReluOp {
     }
 };
 template <typename T> struct LeakyOp {
-    typename Io<T>::C slope;
+    typename Io<T>::A slope;
     __device__ __forceinline__ T operator()(T dy, T xi, long long) const {
         return Io<T>::ld(xi) > 0 ? dy : Io<T>::st(slope * Io<T>::ld(dy));
     }
@@ -124,7 +124,7 @@ __device__ __forceinline__ void pack_mask(const T* y, unsigned int* mask, long l
         elementwise<T>(dy, y, dx, n, vec, op);                                                        \
     }                                                                                                 \
     extern "C" __global__ void leaky_relu_backward_##SUF(const T* dy, const T* x, T* dx,              \
-                                                         typename Io<T>::C slope, long long n, int vec) { \
+                                                         typename Io<T>::A slope, long long n, int vec) { \
         LeakyOp<T> op; op.slope = slope;                                                              \
         elementwise<T>(dy, x, dx, n, vec, op);                                                        \
     }                                                                                                 \
