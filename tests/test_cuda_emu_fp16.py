@@ -4,7 +4,7 @@ against NumPy's float16 and ml_dtypes' bfloat16 (round to nearest even), over ev
 pattern, every tie between neighbours and its two float32 neighbours, and random float32
 bits. NaN becomes CUDA's canonical 0x7fff (NumPy keeps sign and payload): compared by isnan.
 
-Cost: 4 tests, about 2 s plus one emulator build (about 3 s, cached).
+Cost: 4 tests, under 1 s plus one emulator build (about 3 s, cached).
 """
 import numpy as np
 import pytest
