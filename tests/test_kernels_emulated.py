@@ -390,7 +390,8 @@ def exact(tag, got, want):
     """Bit for bit (signed zeros included); NaN only by position (CUDA's 16-bit conversions
     give the canonical NaN, NumPy keeps the payload)."""
     got, want = gn.backend.to_numpy(got), gn.backend.to_numpy(want)
-    assert got.dtype == want.dtype and got.shape == want.shape, f"{tag}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
+    assert got.dtype == want.dtype and got.shape == want.shape, \
+        f"{tag}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
     if got.dtype.kind == "u":
         np.testing.assert_array_equal(got, want, err_msg=tag)
         return
@@ -620,8 +621,8 @@ MUTATIONS = {
                                       "__half st(float v) { return __float2half_rz(v); }",
                                       r"outside the correctly rounded range", np.float16),
     # a bf16 vector taken as 4 elements (the float4 count) instead of 8: the body runs past the end
-    "bf16 vector width": ("relu", "typedef float A; typedef float4 V; static const int VW = 8;\n    static __device__ __forceinline__ float ld(__nv_bfloat16",
-                          "typedef float A; typedef float4 V; static const int VW = 4;\n    static __device__ __forceinline__ float ld(__nv_bfloat16",
+    "bf16 vector width": ("relu", "static const int VW = 8;\n    static __device__ __forceinline__ float ld(__nv_bfloat16",
+                          "static const int VW = 4;\n    static __device__ __forceinline__ float ld(__nv_bfloat16",
                           r"invalid (access|write).*past the end of argument", "bfloat16"),
 }
 
@@ -683,12 +684,14 @@ def test_kernels_refuse_other_dtypes_before_launching(emu, dev):
         (lambda: ops.relu_backward(xi, xi), rf"relu_backward: expected dy of dtype {taken}, got int32"),
         (lambda: ops.leaky_relu_backward(put(dev, np.zeros(4, np.complex64)), put(dev, np.zeros(4, np.complex64)), 0.1),
          rf"leaky_relu_backward: expected dy of dtype {taken}, got complex64"),
-        (lambda: ops.relu_pack_mask(put(dev, np.zeros(5, np.int8))), rf"relu_pack_mask: expected y of dtype {taken}, got int8"),
+        (lambda: ops.relu_pack_mask(put(dev, np.zeros(5, np.int8))),
+         rf"relu_pack_mask: expected y of dtype {taken}, got int8"),
         (lambda: ops.relu_backward(h, put(dev, np.zeros((3, 4), BFLOAT16))),
          r"expected y of dtype float16 \(the dtype of dy\), got bfloat16"),
         (lambda: ops.relu_backward(h, h, out=put(dev, np.zeros((3, 4), np.float32))),
          r"expected out of dtype float16 \(the dtype of dy\), got float32"),
-        (lambda: ops.softmax_cross_entropy(xi, y), rf"softmax_cross_entropy: expected logits of dtype {taken}, got int32"),
+        (lambda: ops.softmax_cross_entropy(xi, y),
+         rf"softmax_cross_entropy: expected logits of dtype {taken}, got int32"),
         (lambda: ops.softmax_cross_entropy_eval(put(dev, np.zeros((3, 4), np.uint16)), y),
          rf"softmax_cross_entropy_eval: expected logits of dtype {taken}, got uint16"),
         (lambda: ops.softmax_cross_entropy(h, put(dev, np.full((3, 4), 0.25, np.float32))),

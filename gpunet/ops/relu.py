@@ -6,10 +6,12 @@
     relu_backward_mask:   dx = dy where the mask bit is set, else 0
 
 A select rather than dy · (y > 0): dy = NaN or Inf where y <= 0 gives 0, as PyTorch's
-threshold_backward does. float32, float64, float16 and bfloat16 (ml_dtypes) arrays are
-taken; the 16-bit types compare in float32, a selected dy passes through bit for bit and
-slope · dy is computed in float32 and rounded once to the input type, as PyTorch does. The mask keeps 1 bit per element instead of y (32× less than
+threshold_backward does. The mask keeps 1 bit per element instead of y (32× less than
 float32), the trick cuDNN-free frameworks use to cut activation memory.
+
+float32, float64, float16 and bfloat16 (ml_dtypes) arrays are taken. The 16-bit types
+compare in float32, a selected dy passes through bit for bit, and slope · dy is computed in
+float32 and rounded once to the input type, as PyTorch's leaky_relu_backward does.
 
 Each op takes any shape and layout; `out` (when given) must be C-contiguous with dy's shape
 and dtype, and may be dy itself. On CuPy arrays the ops run the CUDA kernels (non-contiguous

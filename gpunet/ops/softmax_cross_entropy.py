@@ -3,10 +3,10 @@
     loss_i = Σ_j t'_ij (lse_i − x_ij),  dlogits_ij = scale · (S_i · softmax(x_i)_j − t'_ij)
 
 (formulas, smoothing and ignore_index semantics: see softmax_cross_entropy_xp.py, the
-twin; the kernel's layout and launch: kernels/softmax_cross_entropy.cu). float16 and
-bfloat16 logits are read as float32, every statistic and the loss are float32, and dlogits
-is written in the logits' type. The online
+twin; the kernel's layout and launch: kernels/softmax_cross_entropy.cu). The online
 softmax follows Milakov & Gimelshein 2018, "Online normalizer calculation for softmax".
+float16 and bfloat16 logits are read as float32, every statistic and the loss are
+float32, and dlogits is written in the logits' type.
 
 On CuPy arrays one kernel computes every row's loss (and its dlogits row unless
 want_grad=False); a few tiny CuPy reductions finish the job:
