@@ -4,7 +4,7 @@ against NumPy's float16 and ml_dtypes' bfloat16 (round to nearest even), over ev
 pattern, every tie between neighbours and its two float32 neighbours, and random float32
 bits. NaN becomes CUDA's canonical 0x7fff (NumPy keeps sign and payload): compared by isnan.
 
-Cost: 4 tests, under 1 s plus one emulator build (about 3 s, cached).
+Cost: 5 tests, under 1 s plus one emulator build (about 3 s, cached).
 """
 import numpy as np
 import pytest
@@ -36,6 +36,10 @@ extern "C" __global__ void convert_double(const double* x, __half* h, __nv_bfloa
         h[i] = __double2half(x[i]);
         b[i] = x[i];   // the constructor from double rounds once too
     }
+}
+extern "C" __global__ void scalars(__half a, __nv_bfloat16 b, float* out) {
+    out[0] = __half2float(a);
+    out[1] = __bfloat162float(b);
 }
 extern "C" __global__ void arith(const __half* a, const __nv_bfloat16* b, __half* h, __nv_bfloat16* c,
                                  float* f, long long n) {
@@ -164,3 +168,17 @@ def test_wrong_dtype_for_a_half_pointer_is_refused(mod):
     h = dev.xp.empty(4, np.float16)
     with pytest.raises(cuda_emu.EmulatorError, match=r"argument 3 \(__nv_bfloat16\*\): expected a bfloat16 array"):
         m.get_function("convert")((1,), (32,), (x, h, h, h, h, f32, f32, np.int64(4)))
+
+
+def test_16_bit_scalar_parameters(mod):
+    """A __half / __nv_bfloat16 parameter takes a float16 / bfloat16 NumPy scalar (its bits), as
+    CuPy passes them; a float32 value is refused (the kernel would read the wrong bytes)."""
+    dev, m = mod
+    out = dev.xp.zeros(2, np.float32)
+    fn = m.get_function("scalars")
+    fn((1,), (1,), (np.float16(-1.5), BF16.type(3.25), out))
+    np.testing.assert_array_equal(out.get(), [-1.5, 3.25])
+    with pytest.raises(cuda_emu.EmulatorError, match=r"argument 0 \(__half\): expected a float16 value, got float32"):
+        fn((1,), (1,), (np.float32(1), BF16.type(1), out))
+    with pytest.raises(cuda_emu.EmulatorError, match=r"argument 1 \(__nv_bfloat16\): expected a bfloat16 value"):
+        fn((1,), (1,), (np.float16(1), np.float16(1), out))
