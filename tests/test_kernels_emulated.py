@@ -28,10 +28,10 @@ What the emulator cannot show (only a GPU run can; see scripts/gpu_check.sh):
     never contend, and uninitialised shared memory holds the previous block's values;
   * NVRTC itself (tests/test_kernels_compile.py compiles the same files with nvcc).
 
-Cost: 270 tests, 22 s wall (15 s CPU) on a shared 2-core machine under load 4 with the
-emulator libraries built (about 3 s per .cu, cached by content hash under the temp dir;
-87 s wall under load 12 when building them); the float16 / bfloat16 cases add about 5 s CPU.
-Sizes are sampled: C up to 131072 only for N <= 3.
+Cost: 270 tests, 22 s wall (15 s CPU) on a shared 2-core machine under load 4, once the
+emulator libraries are built (a first run builds them: about 3 s per .cu, cached by content
+hash under the temp dir); the float16 / bfloat16 cases add about 5 s CPU. Sizes are
+sampled: C up to 131072 only for N <= 3.
 """
 import importlib
 import importlib.util
