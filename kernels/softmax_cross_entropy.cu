@@ -1,15 +1,19 @@
 // Fused softmax cross-entropy: per-row loss, argmax and dlogits in one kernel.
 //
 // Shapes and layout (all C-contiguous, row-major):
-//   logits      (N, C)  T = float or double
+//   logits      (N, C)  T = float, double, __half or __nv_bfloat16   (entries ce_*_f32_*, _f64_,
+//                       _f16_, _bf16_); A = the compute type: double for double, else float
 //   target      (N,)    int32 / int64 hard labels       (entries *_i32, *_i64)
 //               (N, C)  T soft targets                  (entries *_soft)
 //   out         (N, C)  T  dlogits; may be the logits buffer itself (in place)
-//   row_loss    (N,)    T  per-row loss (0 for ignored rows, NaN for bad labels)
+//   row_loss    (N,)    A  per-row loss (0 for ignored rows, NaN for bad labels)
 //   row_correct (N,)    int32, 1 where argmax(logits) == label (written if CE_WANT_CORRECT)
 //   err         1 x u64 error slot, holds (row << 32 | uint32(value)) of the first bad label
 //   n_valid     0-d int64 on the device, the number of non-ignored rows (divisor for mean)
+//   eps, grad_scale     A
 //   N < 2^31, 1 <= C < 2^31.
+// Half and bf16 logits and targets are widened to float as they are read; every statistic,
+// the loss and the gradient are float, and dlogits is rounded once to T (nearest even).
 //
 // Maths, per row with smoothing eps, a1 = 1 - eps, t' = a1*t + eps/C (hard: t = one_hot(y)):
 //   m = max_j x_j, s = sum_j exp(x_j - m)  (online, Milakov & Gimelshein 2018), logs = log(s)
@@ -34,9 +38,10 @@
 //   ce_large_*: C > 1024. One block per row (grid = N), blockDim a multiple of 32 <= 1024.
 //               Warp shuffles, then each thread merges the per-warp partials from shared
 //               memory (static, 32 entries).
-// Vector width: float4 (4 floats) / double2 (2 doubles) when CE_VEC is set, i.e. logits,
-// out and soft target share the same address offset modulo 16; each row then has a
-// scalar head up to the first 16-byte boundary, a vector body and a scalar tail.
+// Vector width: 16 bytes (float4 = 4 floats, double2 = 2 doubles, 8 halves or bf16s) when
+// CE_VEC is set, i.e. logits, out and soft target share the same address offset modulo 16;
+// each row then has a scalar head up to the first 16-byte boundary, a vector body and a
+// scalar tail.
 //
 // Non-finite logits (as PyTorch and the twin): a NaN or +inf logit makes the row's loss and
 // dlogits row NaN; -inf logits are masked out (an all -inf row is NaN, 0/0). argmax counts
@@ -47,7 +52,11 @@
 // loss and a NaN dlogits row, and atomicMin on `err` records the smallest bad row with
 // its value clamped to int32. The host sets *err to 0x7fff...ffff before use.
 //
-// Compiled by NVRTC (no includes, no host code): nvcc -cubin -arch=sm_80 / sm_90 also works.
+// Compiled by NVRTC (no host code; cuda_fp16.h and cuda_bf16.h come with the CUDA headers
+// CuPy puts on the include path): nvcc -cubin -arch=sm_80 / sm_90 also works.
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
 
 typedef unsigned long long u64;
 
@@ -57,18 +66,38 @@ typedef unsigned long long u64;
 #define CE_WANT_CORRECT 8
 #define CE_VEC 16
 
+// Storage type T: its compute type A, 16-byte vector V of VW elements, load (ld) and store (st).
+template <typename T> struct Io;
+template <> struct Io<float> {
+    typedef float A; typedef float4 V; static const int VW = 4;
+    static __device__ __forceinline__ float ld(float v) { return v; }
+    static __device__ __forceinline__ float st(float v) { return v; }
+};
+template <> struct Io<double> {
+    typedef double A; typedef double2 V; static const int VW = 2;
+    static __device__ __forceinline__ double ld(double v) { return v; }
+    static __device__ __forceinline__ double st(double v) { return v; }
+};
+template <> struct Io<__half> {
+    typedef float A; typedef float4 V; static const int VW = 8;
+    static __device__ __forceinline__ float ld(__half v) { return __half2float(v); }
+    static __device__ __forceinline__ __half st(float v) { return __float2half_rn(v); }
+};
+template <> struct Io<__nv_bfloat16> {
+    typedef float A; typedef float4 V; static const int VW = 8;
+    static __device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+    static __device__ __forceinline__ __nv_bfloat16 st(float v) { return __float2bfloat16_rn(v); }
+};
+
+// Compute type T = float or double.
 template <typename T> struct Num;
 template <> struct Num<float> {
-    typedef float4 V;
-    static const int VW = 4;
     static __device__ __forceinline__ float inf() { return __int_as_float(0x7f800000); }
     static __device__ __forceinline__ float nan() { return __int_as_float(0x7fffffff); }
     static __device__ __forceinline__ float ex(float x) { return expf(x); }
     static __device__ __forceinline__ float lg(float x) { return logf(x); }
 };
 template <> struct Num<double> {
-    typedef double2 V;
-    static const int VW = 2;
     static __device__ __forceinline__ double inf() { return __longlong_as_double(0x7ff0000000000000LL); }
     static __device__ __forceinline__ double nan() { return __longlong_as_double(0x7ff8000000000000LL); }
     static __device__ __forceinline__ double ex(double x) { return exp(x); }
@@ -158,13 +187,15 @@ template <typename T> __device__ __forceinline__ int head_len(const T* xr, int l
 
 // Pass 1: statistics over elements [0, len) of one row, strided over `nth` threads.
 template <typename T, bool SOFT>
-__device__ __forceinline__ void row_stats(const T* xr, const T* tr, int len, bool vec, T xref,
-                                          int tid, int nth, Acc<T>& a) {
-    typedef typename Num<T>::V V;
-    const int VW = Num<T>::VW;
+__device__ __forceinline__ void row_stats(const T* xr, const T* tr, int len, bool vec, typename Io<T>::A xref,
+                                          int tid, int nth, Acc<typename Io<T>::A>& a) {
+    typedef Io<T> I;
+    typedef typename I::A A;
+    typedef typename I::V V;
+    const int VW = I::VW;
     const int h = vec ? head_len(xr, len) : 0;
     const int nv = vec ? (len - h) / VW : 0;
-    for (int j = tid; j < h; j += nth) acc_add<T, SOFT>(a, xr[j], SOFT ? tr[j] : T(0), j, xref);
+    for (int j = tid; j < h; j += nth) acc_add<A, SOFT>(a, I::ld(xr[j]), SOFT ? I::ld(tr[j]) : A(0), j, xref);
     const V* xv = reinterpret_cast<const V*>(xr + h);
     const V* tv = reinterpret_cast<const V*>(tr + h);
 #pragma unroll 4
@@ -175,9 +206,9 @@ __device__ __forceinline__ void row_stats(const T* xr, const T* tr, int len, boo
         const T* e = reinterpret_cast<const T*>(&v);
         const T* f = reinterpret_cast<const T*>(&w);
 #pragma unroll
-        for (int q = 0; q < VW; ++q) acc_add<T, SOFT>(a, e[q], SOFT ? f[q] : T(0), h + k * VW + q, xref);
+        for (int q = 0; q < VW; ++q) acc_add<A, SOFT>(a, I::ld(e[q]), SOFT ? I::ld(f[q]) : A(0), h + k * VW + q, xref);
     }
-    for (int j = h + nv * VW + tid; j < len; j += nth) acc_add<T, SOFT>(a, xr[j], SOFT ? tr[j] : T(0), j, xref);
+    for (int j = h + nv * VW + tid; j < len; j += nth) acc_add<A, SOFT>(a, I::ld(xr[j]), SOFT ? I::ld(tr[j]) : A(0), j, xref);
 }
 
 // What pass 2 writes: mode 0 the gradient, otherwise the constant `fill` (0 or NaN).
@@ -197,12 +228,14 @@ __device__ __forceinline__ T grad_elem(const GradArgs<T>& g, T x, T t, int j) {
 // Pass 2: write dlogits for elements [0, C). The vector body runs backwards (see header).
 template <typename T, bool SOFT>
 __device__ __forceinline__ void row_grad(const T* xr, const T* tr, T* gr, int C, bool vec,
-                                         int tid, int nth, const GradArgs<T>& g) {
-    typedef typename Num<T>::V V;
-    const int VW = Num<T>::VW;
+                                         int tid, int nth, const GradArgs<typename Io<T>::A>& g) {
+    typedef Io<T> I;
+    typedef typename I::A A;
+    typedef typename I::V V;
+    const int VW = I::VW;
     const int h = vec ? head_len(xr, C) : 0;
     const int nv = vec ? (C - h) / VW : 0;
-    for (int j = tid; j < h; j += nth) gr[j] = grad_elem<T, SOFT>(g, xr[j], SOFT ? tr[j] : T(0), j);
+    for (int j = tid; j < h; j += nth) gr[j] = I::st(grad_elem<A, SOFT>(g, I::ld(xr[j]), SOFT ? I::ld(tr[j]) : A(0), j));
     const V* xv = reinterpret_cast<const V*>(xr + h);
     const V* tv = reinterpret_cast<const V*>(tr + h);
     V* gv = reinterpret_cast<V*>(gr + h);
@@ -217,14 +250,16 @@ __device__ __forceinline__ void row_grad(const T* xr, const T* tr, T* gr, int C,
             V o;
             T* oe = reinterpret_cast<T*>(&o);
 #pragma unroll
-            for (int q = 0; q < VW; ++q) oe[q] = grad_elem<T, SOFT>(g, e[q], SOFT ? f[q] : T(0), h + k * VW + q);
+            for (int q = 0; q < VW; ++q)
+                oe[q] = I::st(grad_elem<A, SOFT>(g, I::ld(e[q]), SOFT ? I::ld(f[q]) : A(0), h + k * VW + q));
             gv[k] = o;
         }
     }
-    for (int j = h + nv * VW + tid; j < C; j += nth) gr[j] = grad_elem<T, SOFT>(g, xr[j], SOFT ? tr[j] : T(0), j);
+    for (int j = h + nv * VW + tid; j < C; j += nth) gr[j] = I::st(grad_elem<A, SOFT>(g, I::ld(xr[j]), SOFT ? I::ld(tr[j]) : A(0), j));
 }
 
 // Everything about one row that does not need the reduced statistics.
+// (T is the compute type here.)
 template <typename T, typename L, bool SOFT>
 struct RowIn {
     long long y;   // hard label (unused for soft)
@@ -233,9 +268,10 @@ struct RowIn {
     T xy, xref;
 };
 
-template <typename T, typename L, bool SOFT>
-__device__ __forceinline__ RowIn<T, L, SOFT> row_in(const T* xr, const L* target, long long row, int C,
-                                                    long long ignore_index, int flags) {
+template <typename S, typename L, bool SOFT>
+__device__ __forceinline__ RowIn<typename Io<S>::A, L, SOFT> row_in(const S* xr, const L* target, long long row,
+                                                                    int C, long long ignore_index, int flags) {
+    typedef typename Io<S>::A T;
     RowIn<T, L, SOFT> r;
     r.y = 0; r.ignored = false; r.bad = false; r.len = C; r.xy = T(0);
     if (!SOFT) {
@@ -243,14 +279,15 @@ __device__ __forceinline__ RowIn<T, L, SOFT> row_in(const T* xr, const L* target
         r.ignored = (flags & CE_HAS_IGNORE) && r.y == ignore_index;
         r.bad = !r.ignored && (r.y < 0 || r.y >= (long long)C);
         if (r.ignored || r.bad) r.len = 0;
-        else r.xy = xr[r.y];
+        else r.xy = Io<S>::ld(xr[r.y]);
     }
-    r.xref = r.len ? xr[0] : T(0);
+    r.xref = r.len ? Io<S>::ld(xr[0]) : T(0);
     if (!(r.xref - r.xref == T(0))) r.xref = T(0);   // inf / NaN first logit: no shift
     return r;
 }
 
-// Epilogue shared by both kernels: loss, correct flag, error slot, and pass-2 arguments.
+// Epilogue shared by both kernels: loss, correct flag, error slot, and pass-2 arguments
+// (T is the compute type).
 template <typename T, typename L, bool SOFT>
 __device__ __forceinline__ GradArgs<T> row_out(const Acc<T>& a, const RowIn<T, L, SOFT>& r, long long row,
                                                int C, T eps, T grad_scale, const long long* n_valid,
@@ -295,12 +332,12 @@ __device__ __forceinline__ GradArgs<T> row_out(const Acc<T>& a, const RowIn<T, L
     return g;
 }
 
-// Small C: `tpr` threads per row, rows packed 256/tpr to a block.
-template <typename T, typename L, bool SOFT>
-__device__ __forceinline__ void ce_small(const T* logits, const L* target, T* out, T* row_loss,
+// Small C: `tpr` threads per row, rows packed 256/tpr to a block. T: storage, A: compute type.
+template <typename T, typename L, bool SOFT, typename A = typename Io<T>::A>
+__device__ __forceinline__ void ce_small(const T* logits, const L* target, T* out, A* row_loss,
                                          int* row_correct, u64* err, const long long* n_valid,
                                          long long N, int C, int tpr, long long ignore_index,
-                                         T eps, T grad_scale, int flags) {
+                                         A eps, A grad_scale, int flags) {
     const int tid = threadIdx.x & (tpr - 1);
     const long long row = (long long)blockIdx.x * (blockDim.x / tpr) + threadIdx.x / tpr;
     const bool active = row < N;   // inactive lanes still join the shuffles
@@ -308,64 +345,70 @@ __device__ __forceinline__ void ce_small(const T* logits, const L* target, T* ou
     const T* xr = logits + base;
     const T* tr = SOFT ? reinterpret_cast<const T*>(target) + base : xr;
     const bool vec = (flags & CE_VEC) != 0;
-    RowIn<T, L, SOFT> r;
+    RowIn<A, L, SOFT> r;
     if (active) r = row_in<T, L, SOFT>(xr, target, row, C, ignore_index, flags);
-    else { r.y = 0; r.ignored = true; r.bad = false; r.len = 0; r.xy = T(0); r.xref = T(0); }
-    Acc<T> a = acc_empty<T>();
+    else { r.y = 0; r.ignored = true; r.bad = false; r.len = 0; r.xy = A(0); r.xref = A(0); }
+    Acc<A> a = acc_empty<A>();
     row_stats<T, SOFT>(xr, tr, r.len, vec, r.xref, tid, tpr, a);
-    for (int o = tpr >> 1; o > 0; o >>= 1) acc_merge<T, SOFT>(a, acc_shfl_xor<T, SOFT>(a, o));
+    for (int o = tpr >> 1; o > 0; o >>= 1) acc_merge<A, SOFT>(a, acc_shfl_xor<A, SOFT>(a, o));
     __syncwarp();   // every read of this row happens before any in-place write below
     if (!active) return;
-    const GradArgs<T> g = row_out<T, L, SOFT>(a, r, row, C, eps, grad_scale, n_valid, flags, tid == 0,
+    const GradArgs<A> g = row_out<A, L, SOFT>(a, r, row, C, eps, grad_scale, n_valid, flags, tid == 0,
                                               row_loss, row_correct, err);
     if (flags & CE_WANT_GRAD) row_grad<T, SOFT>(xr, tr, out + base, C, vec, tid, tpr, g);
 }
 
-// Large C: one block per row.
-template <typename T, typename L, bool SOFT>
-__device__ __forceinline__ void ce_large(const T* logits, const L* target, T* out, T* row_loss,
+// Large C: one block per row. T: storage, A: compute type.
+template <typename T, typename L, bool SOFT, typename A = typename Io<T>::A>
+__device__ __forceinline__ void ce_large(const T* logits, const L* target, T* out, A* row_loss,
                                          int* row_correct, u64* err, const long long* n_valid,
                                          long long N, int C, long long ignore_index,
-                                         T eps, T grad_scale, int flags) {
-    __shared__ Acc<T> part[32];
+                                         A eps, A grad_scale, int flags) {
+    __shared__ Acc<A> part[32];
     const int tid = threadIdx.x, nth = blockDim.x, lane = tid & 31, warp = tid >> 5;
     const long long row = blockIdx.x;
     const long long base = row * (long long)C;
     const T* xr = logits + base;
     const T* tr = SOFT ? reinterpret_cast<const T*>(target) + base : xr;
     const bool vec = (flags & CE_VEC) != 0;
-    const RowIn<T, L, SOFT> r = row_in<T, L, SOFT>(xr, target, row, C, ignore_index, flags);
-    Acc<T> a = acc_empty<T>();
+    const RowIn<A, L, SOFT> r = row_in<T, L, SOFT>(xr, target, row, C, ignore_index, flags);
+    Acc<A> a = acc_empty<A>();
     row_stats<T, SOFT>(xr, tr, r.len, vec, r.xref, tid, nth, a);
-    for (int o = 16; o > 0; o >>= 1) acc_merge<T, SOFT>(a, acc_shfl_xor<T, SOFT>(a, o));
+    for (int o = 16; o > 0; o >>= 1) acc_merge<A, SOFT>(a, acc_shfl_xor<A, SOFT>(a, o));
     if (lane == 0) part[warp] = a;
     __syncthreads();   // also orders every read of the row before the in-place writes
     a = part[0];
-    for (int w = 1; w < nth / 32; ++w) acc_merge<T, SOFT>(a, part[w]);
-    const GradArgs<T> g = row_out<T, L, SOFT>(a, r, row, C, eps, grad_scale, n_valid, flags, tid == 0,
+    for (int w = 1; w < nth / 32; ++w) acc_merge<A, SOFT>(a, part[w]);
+    const GradArgs<A> g = row_out<A, L, SOFT>(a, r, row, C, eps, grad_scale, n_valid, flags, tid == 0,
                                               row_loss, row_correct, err);
     if (flags & CE_WANT_GRAD) row_grad<T, SOFT>(xr, tr, out + base, C, vec, tid, nth, g);
 }
 
-#define CE_ENTRIES(NAME, T, L, SOFT)                                                              \
+#define CE_ENTRIES(NAME, T, A, L, SOFT)                                                           \
     extern "C" __global__ void __launch_bounds__(256) ce_small_##NAME(                            \
-        const T* logits, const L* target, T* out, T* row_loss, int* row_correct, u64* err,        \
-        const long long* n_valid, long long N, int C, int tpr, long long ignore_index, T eps,     \
-        T grad_scale, int flags) {                                                                \
+        const T* logits, const L* target, T* out, A* row_loss, int* row_correct, u64* err,        \
+        const long long* n_valid, long long N, int C, int tpr, long long ignore_index, A eps,     \
+        A grad_scale, int flags) {                                                                \
         ce_small<T, L, SOFT>(logits, target, out, row_loss, row_correct, err, n_valid, N, C, tpr, \
                              ignore_index, eps, grad_scale, flags);                               \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(1024) ce_large_##NAME(                           \
-        const T* logits, const L* target, T* out, T* row_loss, int* row_correct, u64* err,        \
-        const long long* n_valid, long long N, int C, long long ignore_index, T eps,              \
-        T grad_scale, int flags) {                                                                \
+        const T* logits, const L* target, T* out, A* row_loss, int* row_correct, u64* err,        \
+        const long long* n_valid, long long N, int C, long long ignore_index, A eps,              \
+        A grad_scale, int flags) {                                                                \
         ce_large<T, L, SOFT>(logits, target, out, row_loss, row_correct, err, n_valid, N, C,      \
                              ignore_index, eps, grad_scale, flags);                               \
     }
 
-CE_ENTRIES(f32_i32, float, int, false)
-CE_ENTRIES(f32_i64, float, long long, false)
-CE_ENTRIES(f32_soft, float, float, true)
-CE_ENTRIES(f64_i32, double, int, false)
-CE_ENTRIES(f64_i64, double, long long, false)
-CE_ENTRIES(f64_soft, double, double, true)
+CE_ENTRIES(f32_i32, float, float, int, false)
+CE_ENTRIES(f32_i64, float, float, long long, false)
+CE_ENTRIES(f32_soft, float, float, float, true)
+CE_ENTRIES(f64_i32, double, double, int, false)
+CE_ENTRIES(f64_i64, double, double, long long, false)
+CE_ENTRIES(f64_soft, double, double, double, true)
+CE_ENTRIES(f16_i32, __half, float, int, false)
+CE_ENTRIES(f16_i64, __half, float, long long, false)
+CE_ENTRIES(f16_soft, __half, float, __half, true)
+CE_ENTRIES(bf16_i32, __nv_bfloat16, float, int, false)
+CE_ENTRIES(bf16_i64, __nv_bfloat16, float, long long, false)
+CE_ENTRIES(bf16_soft, __nv_bfloat16, float, __nv_bfloat16, true)

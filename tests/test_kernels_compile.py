@@ -15,9 +15,9 @@ KERNELS = sorted((ROOT / "kernels").glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]
 ENTRIES = {
     "softmax_cross_entropy": [f"ce_{size}_{dt}_{lab}" for size in ("small", "large")
-                              for dt in ("f32", "f64") for lab in ("i32", "i64", "soft")],
+                              for dt in ("f32", "f64", "f16", "bf16") for lab in ("i32", "i64", "soft")],
     "relu": [f"{op}_{dt}" for op in ("relu_backward", "leaky_relu_backward", "relu_pack_mask",
-                                      "relu_backward_mask") for dt in ("f32", "f64")],
+                                      "relu_backward_mask") for dt in ("f32", "f64", "f16", "bf16")],
     "fused_optim": [f"{op}_{dt}" for op in ("sgd_step", "adam_step") for dt in ("f32", "f64")],
 }
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None,

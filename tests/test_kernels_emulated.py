@@ -9,8 +9,16 @@ stand-in for CuPy's RawModule/RawKernel takes the wrappers' launches (argument t
 grid and block, flags, alignment choice) and refuses what CuPy or the driver would, or
 what would be silently wrong on a GPU. Every result is compared with the NumPy twin.
 
+float16 and bfloat16 inputs (the kernels widen them to float32 and round results once to
+the input type; the shim's conversions round bit for bit as CUDA's, tests/test_cuda_emu_fp16.py):
+ReLU results must equal the twins' bit for bit (NaN by position: CUDA's conversions give the
+canonical NaN). The cross-entropy loss is float32 and held to float32's tolerance; dlogits
+must be the correctly rounded float32 result up to float32's own error (close_rounded), for
+the kernel and for the twin run on the 16-bit inputs alike.
+
 What the emulator cannot show (only a GPU run can; see scripts/gpu_check.sh):
-  * flush-to-zero: NVRTC compiles with -ftz=true, the host keeps float32 denormals;
+  * flush-to-zero: NVRTC compiles with -ftz=true, the host keeps float32 denormals (so a
+    bfloat16 result below 2^-126 may be 0 on a GPU, a subnormal here);
   * device math rounding: CUDA's expf/logf/exp/log and fused multiply-adds (nvcc contracts
     a*b+c by default; the host build uses -ffp-contract=off) round differently from glibc;
   * timing, occupancy, coalescing, register pressure and spills, launch resource limits
@@ -20,9 +28,10 @@ What the emulator cannot show (only a GPU run can; see scripts/gpu_check.sh):
     never contend, and uninitialised shared memory holds the previous block's values;
   * NVRTC itself (tests/test_kernels_compile.py compiles the same files with nvcc).
 
-Cost: 222 tests, 87 s wall (20 s CPU) on a shared 2-core machine under load 12, including
-building the emulator libraries (about 3 s per .cu, cached by content hash under the temp
-dir); sizes are sampled: C up to 131072 only for N <= 3.
+Cost: 270 tests, 22 s wall (15 s CPU) on a shared 2-core machine under load 4, once the
+emulator libraries are built (a first run builds them: about 3 s per .cu, cached by content
+hash under the temp dir); the float16 / bfloat16 cases add about 5 s CPU. Sizes are
+sampled: C up to 131072 only for N <= 3.
 """
 import importlib
 import importlib.util
@@ -37,6 +46,7 @@ import gpunet as gn
 from conftest import ROOT
 from gpunet import ops
 from gpunet.errors import GpunetTypeError
+from gpunet.ops._kernels import BFLOAT16, compute_dtype, is_half
 from gpunet.ops import relu as relu_mod
 from gpunet.ops.relu import (leaky_relu_backward_xp, relu_backward_mask_xp, relu_backward_xp,
                              relu_pack_mask_xp)
@@ -47,6 +57,9 @@ pytestmark = pytest.mark.skipif(not cuda_emu.build.compiler_available() or not c
                                 reason="the CUDA emulator needs g++ (or $CXX) on an x86-64 Linux host")
 IGNORE = -100
 RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+# float16 and bfloat16 (ml_dtypes, a test dependency): the kernels compute in float32 and round
+# the output once to the 16-bit type.
+HALF = [np.dtype(np.float16)] + ([BFLOAT16] if BFLOAT16 is not None else [])
 
 
 @pytest.fixture
@@ -91,6 +104,32 @@ def close(tag, got, want, dtype, loss=False, unit=0.0):
     assert err.max() <= 0, f"{tag}: worst excess {err.max():.3g} (rtol {rtol})"
 
 
+def close_rounded(tag, got, want, dtype, unit=0.0):
+    """A float16 / bfloat16 result computed in float32 and rounded once: NaN and ±inf exactly
+    where the float64 twin `want` has them; elsewhere `got` lies between the roundings to
+    `dtype` (nearest even) of want ∓ d, d = the float32 tolerance of `close` (rtol 1e-5, floor
+    1e-5·max(max|want|, unit)). So each element is the correctly rounded float32 result, up to
+    float32's own error; a truncation or a double rounding shows as an element outside."""
+    got = gn.backend.to_numpy(got)
+    assert got.dtype == dtype, f"{tag}: dtype {got.dtype}, expected {np.dtype(dtype)}"
+    got = got.astype(np.float64)
+    want = np.asarray(gn.backend.to_numpy(want), dtype=np.float64)
+    assert got.shape == want.shape, f"{tag}: shape {got.shape} != {want.shape}"
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{tag}: NaN positions differ")
+    inf = np.isinf(want)
+    np.testing.assert_array_equal(got[inf], want[inf], err_msg=f"{tag}: inf values differ")
+    fin = np.isfinite(want)
+    if not fin.any():
+        return
+    rtol = RTOL[np.dtype(np.float32)]
+    w = want[fin]
+    d = rtol * np.abs(w) + rtol * max(float(np.abs(w).max()), unit)
+    lo, hi = (w - d).astype(dtype).astype(np.float64), (w + d).astype(dtype).astype(np.float64)
+    out = (got[fin] < lo) | (got[fin] > hi)
+    assert not out.any(), (f"{tag}: {out.sum()} of {out.size} elements outside the correctly rounded range, e.g. "
+                           f"got {got[fin][out][:3]} for {w[out][:3]}")
+
+
 # ---------------------------------------------------------------- fused softmax cross-entropy
 
 GRID_N = [1, 2, 3, 7, 33, 257]
@@ -109,6 +148,10 @@ OPTIONS = list(itertools.product([np.float32, np.float64], KINDS, [0.0, 0.1], [N
                                  ["mean", "sum", "none"], [False, True], [(0, 0, 0), (1, 1, 0), (1, 2, 1), (3, 0, 2)],
                                  ["end", "start"]))
 PER_CASE = 3
+# The 16-bit logits: one more option set per case (PER_CASE_HALF), drawn apart from the same choices.
+HALF_OPTIONS = list(itertools.product(HALF, KINDS, [0.0, 0.1], [None, IGNORE], ["mean", "sum", "none"], [False, True],
+                                      [(0, 0, 0), (1, 1, 0), (1, 2, 1), (3, 0, 2), (7, 5, 1)], ["end", "start"]))
+PER_CASE_HALF = 1
 
 
 def case_options(N, C):
@@ -117,12 +160,17 @@ def case_options(N, C):
     return [OPTIONS[i] for i in rng.choice(len(OPTIONS), PER_CASE, replace=False)]
 
 
+def case_options_half(N, C):
+    rng = np.random.default_rng(zlib.crc32(f"{N}x{C} half".encode()))
+    return [HALF_OPTIONS[i] for i in rng.choice(len(HALF_OPTIONS), PER_CASE_HALF, replace=False)]
+
+
 def make_inputs(N, C, dtype, kind, ignore, seed):
     rng = np.random.default_rng(seed)
     x = (3 * rng.standard_normal((N, C))).astype(dtype)
     if kind == "soft":
-        t = rng.random((N, C)).astype(dtype)
-        return x, t / t.sum(axis=1, keepdims=True)
+        t = rng.random((N, C))
+        return x, (t / t.sum(axis=1, keepdims=True)).astype(dtype)
     y = rng.integers(0, C, N).astype(np.int32 if kind == "i32" else np.int64)
     if ignore is not None:
         y[rng.random(N) < 0.3] = ignore
@@ -145,20 +193,31 @@ def run_ce(dev, x, t, dtype, kind, eps, ign, reduction, in_place, offsets, check
                                            out=out, check_labels=check_labels)
     assert g is out, tag
     assert int(n.get()) == int(rn), tag
-    close(f"loss [{tag}]", loss, rloss, dtype, loss=True)
-    close(f"dlogits [{tag}]", g, rg, dtype, unit=1.0 / max(int(rn), 1) if reduction == "mean" else 1.0)
+    ct = compute_dtype(dtype)   # the loss's type: float32 for 16-bit logits
+    assert loss.dtype == ct, f"loss dtype {loss.dtype} [{tag}]"
+    close(f"loss [{tag}]", loss, rloss, ct, loss=True)
+    unit = 1.0 / max(int(rn), 1) if reduction == "mean" else 1.0
+    if is_half(dtype):
+        close_rounded(f"dlogits [{tag}]", g, rg, dtype, unit=unit)
+        # the twin on the 16-bit inputs (float32, one rounding) meets the same bound
+        with np.errstate(invalid="ignore"):
+            _, tg, _ = softmax_cross_entropy_xp(x, t, label_smoothing=eps, ignore_index=ign, reduction=reduction)
+        close_rounded(f"16-bit twin dlogits [{tag}]", tg, rg, dtype, unit=unit)
+    else:
+        close(f"dlogits [{tag}]", g, rg, dtype, unit=unit)
     ls, nv, nc = ops.softmax_cross_entropy_eval(put(dev, x, ox), td, label_smoothing=eps, ignore_index=ign)
     with np.errstate(invalid="ignore"):
         els, env, enc = softmax_cross_entropy_eval_xp(x.astype(np.float64), t64, label_smoothing=eps,
                                                       ignore_index=ign)
-    close(f"eval loss_sum [{tag}]", ls, els, dtype, loss=True)
+    close(f"eval loss_sum [{tag}]", ls, els, ct, loss=True)
     assert (int(nv.get()), int(nc.get())) == (int(env), int(enc)), f"eval counts [{tag}]"
     return tag
 
 
 @pytest.mark.parametrize("N,C", CASES, ids=[f"{N}x{C}" for N, C in CASES])
 def test_ce_grid_matches_twin(emu, dev, N, C):
-    for i, (dtype, kind, eps, ign, reduction, in_place, offsets, mode) in enumerate(case_options(N, C)):
+    for i, (dtype, kind, eps, ign, reduction, in_place, offsets, mode) in enumerate(case_options(N, C)
+                                                                                     + case_options_half(N, C)):
         with cuda_emu.allocation_mode(mode):
             x, t = make_inputs(N, C, dtype, kind, ign, seed=i)
             run_ce(dev, x, t, dtype, kind, eps, ign, reduction, in_place, offsets)
@@ -171,9 +230,11 @@ def test_ce_grid_matches_twin(emu, dev, N, C):
 
 
 def test_ce_grid_covers_every_option():
-    drawn = [o for N, C in CASES for o in case_options(N, C)]
-    for k in range(len(OPTIONS[0])):
-        assert {repr(o[k]) for o in drawn} == {repr(o[k]) for o in OPTIONS}, f"option {k} not fully covered"
+    for options, draw in ((OPTIONS, case_options), (HALF_OPTIONS, case_options_half)):
+        drawn = [o for N, C in CASES for o in draw(N, C)]
+        for k in range(len(options[0])):
+            assert {repr(o[k]) for o in drawn} == {repr(o[k]) for o in options}, f"option {k} not fully covered"
+    assert len(HALF) == 2, "bfloat16 (ml_dtypes) is a test dependency"
     assert {C for _, C in CASES} == set(GRID_C) and {N for N, _ in CASES} == set(GRID_N)
 
 
@@ -181,12 +242,14 @@ def test_ce_grid_covers_every_option():
 @pytest.mark.parametrize("C", [7, 100, 1025, 5000])
 def test_ce_every_option_combination_at_the_boundaries(emu, dev, C, schedule):
     """All dtypes x target kinds x smoothing x ignore x reductions at one size per code path,
-    in both scheduling orders."""
+    in both scheduling orders (float16 / bfloat16: one reduction per combination, in turn)."""
     emu.schedule = schedule
     N = 9
     for i, (dtype, kind, eps, ign, reduction) in enumerate(itertools.product(
-            [np.float32, np.float64], KINDS, [0.0, 0.1], [None, IGNORE], ["mean", "sum", "none"])):
+            [np.float32, np.float64] + HALF, KINDS, [0.0, 0.1], [None, IGNORE], ["mean", "sum", "none"])):
         if kind == "soft" and ign is not None:
+            continue
+        if is_half(dtype) and (i // 3) % 3 != ["mean", "sum", "none"].index(reduction):
             continue
         x, t = make_inputs(N, C, dtype, kind, ign, seed=i)
         run_ce(dev, x, t, dtype, kind, eps, ign, reduction, in_place=i % 2 == 1, offsets=(i % 4, (i // 2) % 4, 0),
@@ -223,7 +286,7 @@ def special_logits(C, dtype, seed=0):
     return x, y
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64] + HALF, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("C", [1, 5, 100, 2000])
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 def test_ce_non_finite_logits_match_twin(dev, C, dtype, soft):
@@ -255,9 +318,10 @@ def test_twin_matches_pytorch_on_non_finite_logits():
     np.testing.assert_array_equal(np.argmax(x, axis=1), torch.argmax(torch.tensor(x), dim=1).numpy())
 
 
+@pytest.mark.parametrize("dtype", [np.float32] + HALF, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("C", [10, 5000])
-def test_ce_bad_labels_sync_and_deferred(dev, C):
-    x = put(dev, np.random.default_rng(0).standard_normal((8, C)).astype(np.float32))
+def test_ce_bad_labels_sync_and_deferred(dev, C, dtype):
+    x = put(dev, np.random.default_rng(0).standard_normal((8, C)).astype(dtype))
     y = put(dev, np.array([0, 1, 2, -7, 4, C + 5, 1, 2**40], dtype=np.int64))
     with pytest.raises(ValueError, match=r"got -7 at row 3"):
         ops.softmax_cross_entropy(x, y)
@@ -278,10 +342,12 @@ def test_ce_bad_labels_sync_and_deferred(dev, C):
         ops.softmax_cross_entropy(x, y)
 
 
-def test_ce_all_ignored(dev):
-    x = put(dev, np.random.default_rng(0).standard_normal((5, 40)))
+@pytest.mark.parametrize("dtype", [np.float64] + HALF, ids=lambda d: np.dtype(d).name)
+def test_ce_all_ignored(dev, dtype):
+    x = put(dev, np.random.default_rng(0).standard_normal((5, 40)).astype(dtype))
     loss, g, n = ops.softmax_cross_entropy(x, put(dev, np.full(5, IGNORE)), ignore_index=IGNORE)
-    assert np.isnan(float(loss.get())) and int(n.get()) == 0 and not g.get().any()
+    assert np.isnan(float(loss.get())) and int(n.get()) == 0 and not g.get().view(np.uint8).any()
+    assert loss.dtype == compute_dtype(dtype) and g.dtype == dtype
 
 
 def test_deferred_error_left_pending_by_a_test():
@@ -305,33 +371,50 @@ def test_deferred_error_slot_is_reset_between_tests(dev):
 
 RELU_SIZES = [1, 2, 3, 31, 32, 33, 63, 65, 1000, 1025, 4099, 65537]
 RELU_OFFSETS = [(0, 0, 0), (1, 1, 1), (3, 3, 3), (1, 2, 3), (0, 1, 0), (2, 0, 2)]
+RELU_OFFSETS_HALF = [(7, 7, 7), (5, 5, 6)]   # 16-bit types: heads of up to 7 elements
 
 
 def relu_data(n, dtype, seed):
     rng = np.random.default_rng(seed)
     y = rng.standard_normal(n).astype(dtype)
     y[rng.random(n) < 0.1] = 0.0
+    y[rng.random(n) < 0.02] = np.nan    # NaN > 0 is false: dropped
     dy = rng.standard_normal(n).astype(dtype)
     dy[rng.random(n) < 0.05] = np.nan   # dropped where y <= 0
+    if is_half(dtype):   # slope · dy beyond the 16-bit range rounds to inf; tiny ones to subnormals
+        dy[rng.random(n) < 0.02] = 6e4 if dtype == np.float16 else 3e38
+        dy[rng.random(n) < 0.02] = 3e-6 if dtype == np.float16 else 1e-39
     return dy, y
 
 
 def exact(tag, got, want):
-    np.testing.assert_array_equal(gn.backend.to_numpy(got), gn.backend.to_numpy(want), err_msg=tag)
+    """Bit for bit (signed zeros included); NaN only by position (CUDA's 16-bit conversions
+    give the canonical NaN, NumPy keeps the payload)."""
+    got, want = gn.backend.to_numpy(got), gn.backend.to_numpy(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, \
+        f"{tag}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
+    if got.dtype.kind == "u":
+        np.testing.assert_array_equal(got, want, err_msg=tag)
+        return
+    nan = np.isnan(want.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(got.astype(np.float64)), nan, err_msg=f"{tag}: NaN positions")
+    bits = np.dtype(f"u{got.dtype.itemsize}")
+    np.testing.assert_array_equal(got.view(bits)[~nan], want.view(bits)[~nan], err_msg=tag)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64] + HALF, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", RELU_SIZES)
 def test_relu_kernels_match_twins(dev, n, dtype):
-    for k, (o_dy, o_y, o_out) in enumerate(RELU_OFFSETS):
+    slope = -3.0 if is_half(dtype) else 0.1   # 16-bit: slope · dy overflows to inf for some
+    for k, (o_dy, o_y, o_out) in enumerate(RELU_OFFSETS + (RELU_OFFSETS_HALF if is_half(dtype) else [])):
         mode = "end" if k % 2 == 0 else "start"
         with cuda_emu.allocation_mode(mode):
             dy_h, y_h = relu_data(n, dtype, seed=n + k)
             dy, y, out = put(dev, dy_h, o_dy), put(dev, y_h, o_y), put(dev, np.zeros(n, dtype), o_out)
             tag = f"n={n} {np.dtype(dtype).name} offsets={(o_dy, o_y, o_out)} {mode}"
             exact(f"relu_backward [{tag}]", ops.relu_backward(dy, y, out=out), relu_backward_xp(dy_h, y_h))
-            exact(f"leaky_relu_backward [{tag}]", ops.leaky_relu_backward(dy, y, 0.1),
-                  leaky_relu_backward_xp(dy_h, y_h, 0.1))
+            exact(f"leaky_relu_backward [{tag}]", ops.leaky_relu_backward(dy, y, slope),
+                  leaky_relu_backward_xp(dy_h, y_h, slope))
             mask = ops.relu_pack_mask(y)
             exact(f"relu_pack_mask [{tag}]", mask, relu_pack_mask_xp(y_h))
             exact(f"relu_backward_mask [{tag}]", ops.relu_backward_mask(dy, mask, out=out),
@@ -341,7 +424,7 @@ def test_relu_kernels_match_twins(dev, n, dtype):
             exact(f"relu_backward in place [{tag}]", dy2, relu_backward_xp(dy_h, y_h))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64] + HALF, ids=lambda d: np.dtype(d).name)
 def test_relu_forced_multi_block_grid_stride(emu, dev, dtype, monkeypatch):
     """At most 2 blocks of 256: every thread loops over several vectors, and pack_mask's warps
     over several words."""
@@ -437,7 +520,7 @@ def test_stand_in_refuses_bad_launch_arguments(emu, dev):
     with pytest.raises(cuda_emu.EmulatorError, match=r"__launch_bounds__\(256\)"):
         small((1,), (512,), ())
     with pytest.raises(cuda_emu.fake_cupy.CUDADriverError, match="NOT_FOUND"):
-        dev.raw_module("relu").get_function("relu_backward_f16")
+        dev.raw_module("relu").get_function("relu_backward_i32")
 
 
 def test_stand_in_refuses_a_kernel_loaded_on_another_device(monkeypatch):
@@ -526,20 +609,29 @@ MUTATIONS = {
     # an off-by-one in ReLU's scalar tail: one element past the end is read and written
     "relu tail off-by-one": ("relu", "for (long long i = head + nvec * VW + tid; i < n; i += nth)",
                              "for (long long i = head + nvec * VW + tid; i <= n; i += nth)",
-                             r"invalid (access|write).*past the end of argument"),
+                             r"invalid (access|write).*past the end of argument", np.float32),
     # inactive lanes of the last row group leave before the shuffles
-    "early exit before the shuffles": ("softmax_cross_entropy", "    Acc<T> a = acc_empty<T>();\n    row_stats<T, SOFT>(xr, tr, r.len, vec, r.xref, tid, tpr, a);",
-                                       "    if (!active) return;\n    Acc<T> a = acc_empty<T>();\n    row_stats<T, SOFT>(xr, tr, r.len, vec, r.xref, tid, tpr, a);",
-                                       r"warp collective not reached by every lane"),
+    "early exit before the shuffles": ("softmax_cross_entropy", "    Acc<A> a = acc_empty<A>();\n    row_stats<T, SOFT>(xr, tr, r.len, vec, r.xref, tid, tpr, a);",
+                                       "    if (!active) return;\n    Acc<A> a = acc_empty<A>();\n    row_stats<T, SOFT>(xr, tr, r.len, vec, r.xref, tid, tpr, a);",
+                                       r"warp collective not reached by every lane", np.float32),
     # the block merge reads the other warps' partials without waiting for them
     "missing __syncthreads": ("softmax_cross_entropy", "    __syncthreads();   // also orders", "    // also orders",
-                              r"mismatch|excess|differ|not finite|non-finite"),
+                              r"mismatch|excess|differ|not finite|non-finite", np.float32),
+    # half dlogits truncated instead of rounded to nearest even
+    "half store rounds toward zero": ("softmax_cross_entropy", "__half st(float v) { return __float2half_rn(v); }",
+                                      "__half st(float v) { return __float2half_rz(v); }",
+                                      r"outside the correctly rounded range", np.float16),
+    # a bf16 vector taken as 4 elements (the float4 count) instead of 8: the body runs past the end
+    "bf16 vector width": ("relu", "static const int VW = 8;\n    static __device__ __forceinline__ float ld(__nv_bfloat16",
+                          "static const int VW = 4;\n    static __device__ __forceinline__ float ld(__nv_bfloat16",
+                          r"invalid (access|write).*past the end of argument", "bfloat16"),
 }
 
 
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
 def test_emulator_catches_a_broken_copy_of_a_shipped_kernel(emu, dev, monkeypatch, mutation):
-    module, old, new, needle = MUTATIONS[mutation]
+    module, old, new, needle, dtype = MUTATIONS[mutation]
+    dtype = BFLOAT16 if dtype == "bfloat16" else np.dtype(dtype)
     src = (ROOT / "kernels" / f"{module}.cu").read_text()
     assert src.count(old) == 1, f"mutation {mutation!r} no longer applies to kernels/{module}.cu"
     broken = src.replace(old, new)
@@ -547,12 +639,12 @@ def test_emulator_catches_a_broken_copy_of_a_shipped_kernel(emu, dev, monkeypatc
     monkeypatch.setattr(gn.backend, "kernel_source", lambda name: broken if name == module else real(name))
     with pytest.raises((cuda_emu.EmulatorError, AssertionError), match=needle):
         if module == "relu":
-            dy_h, y_h = relu_data(37, np.float32, seed=0)
+            dy_h, y_h = relu_data(37, dtype, seed=0)
             ops.relu_backward(put(dev, dy_h), put(dev, y_h))
         else:
             for C in (10, 3000):
-                x, y = make_inputs(3, C, np.float32, "i64", None, seed=0)
-                run_ce(dev, x, y, np.float32, "i64", 0.0, None, "none", False, (0, 0, 0))
+                x, y = make_inputs(3, C, dtype, "i64", None, seed=0)
+                run_ce(dev, x, y, dtype, "i64", 0.0, None, "none", False, (0, 0, 0))
 
 
 # ---------------------------------------------------------------- gpunet bench kernels on the emulator
@@ -579,3 +671,49 @@ def test_bench_kernels_times_the_deferred_path_and_the_raw_launch(emu, dev, monk
     seen.clear()
     row = bench.bench_relu(dev, time_ms, None, 1000)
     assert row["check_ok"] and seen[1] == (0, ["relu_backward_f32"])
+
+
+# ---------------------------------------------------------------- 16-bit inputs: what is refused
+
+def test_kernels_refuse_other_dtypes_before_launching(emu, dev):
+    """Integer and mixed dtypes get gpunet's error naming what the kernels take; nothing launches."""
+    xi = put(dev, np.zeros((3, 4), np.int32))
+    h = put(dev, np.zeros((3, 4), np.float16))
+    y = put(dev, np.zeros(3, np.int64))
+    taken = "float32, float64, float16 or bfloat16"
+    cases = [
+        (lambda: ops.relu_backward(xi, xi), rf"relu_backward: expected dy of dtype {taken}, got int32"),
+        (lambda: ops.leaky_relu_backward(put(dev, np.zeros(4, np.complex64)), put(dev, np.zeros(4, np.complex64)), 0.1),
+         rf"leaky_relu_backward: expected dy of dtype {taken}, got complex64"),
+        (lambda: ops.relu_pack_mask(put(dev, np.zeros(5, np.int8))),
+         rf"relu_pack_mask: expected y of dtype {taken}, got int8"),
+        (lambda: ops.relu_backward(h, put(dev, np.zeros((3, 4), BFLOAT16))),
+         r"expected y of dtype float16 \(the dtype of dy\), got bfloat16"),
+        (lambda: ops.relu_backward(h, h, out=put(dev, np.zeros((3, 4), np.float32))),
+         r"expected out of dtype float16 \(the dtype of dy\), got float32"),
+        (lambda: ops.softmax_cross_entropy(xi, y),
+         rf"softmax_cross_entropy: expected logits of dtype {taken}, got int32"),
+        (lambda: ops.softmax_cross_entropy_eval(put(dev, np.zeros((3, 4), np.uint16)), y),
+         rf"softmax_cross_entropy_eval: expected logits of dtype {taken}, got uint16"),
+        (lambda: ops.softmax_cross_entropy(h, put(dev, np.full((3, 4), 0.25, np.float32))),
+         r"expected target of dtype float16 \(the dtype of logits\), got float32"),
+        (lambda: ops.softmax_cross_entropy(h, y, out=put(dev, np.zeros((3, 4), BFLOAT16))),
+         r"expected out of dtype float16 \(the dtype of logits\), got bfloat16"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(GpunetTypeError, match=needle):
+            call()
+    assert emu.launches == []
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=lambda d: np.dtype(d).name)
+def test_ce_16_bit_launch_types(emu, dev, dtype):
+    """A 16-bit launch: the _f16 / _bf16 entry, float32 row losses, eps and grad scale (the
+    stand-in checks every argument's type against the kernel's parameters), dlogits in place."""
+    x, t = make_inputs(4, 40, dtype, "soft", None, seed=3)
+    xd = put(dev, x)
+    loss, g, _ = ops.softmax_cross_entropy(xd, put(dev, t), label_smoothing=0.1, out=xd)
+    name, _, _, args = emu.launches[-1]
+    assert name == f"ce_small_{gn.ops._kernels.dtype_suffix(dtype)}_soft"
+    assert args[3].dtype == np.float32 and type(args[-3]) is np.float32 and type(args[-2]) is np.float32
+    assert g is xd and g.dtype == dtype and loss.dtype == np.float32

@@ -5,6 +5,7 @@ import pytest
 
 import gpunet as gn
 from gpunet import ops
+from gpunet.ops._kernels import BFLOAT16
 from gpunet.ops.relu import (leaky_relu_backward_xp, relu_backward_mask_xp, relu_backward_xp,
                              relu_pack_mask_xp, unpack_mask_xp)
 from gpunet.testing import assert_close
@@ -43,6 +44,50 @@ def test_leaky_relu_backward_matches_numpy(slope):
     np.testing.assert_array_equal(dx, np.where(x > 0, dy, dy * slope))
 
 
+HALF = [np.dtype(np.float16)] + ([BFLOAT16] if BFLOAT16 is not None else [])   # ml_dtypes: a test dependency
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=lambda d: d.name)
+def test_16_bit_twins_are_the_float32_ones_rounded_once(dtype):
+    """float16 / bfloat16: compare and multiply in float32, one rounding to the type; the
+    selected dy passes bit for bit. Leaky's slope · dy equals PyTorch's leaky_relu_backward."""
+    torch = pytest.importorskip("torch")
+    dy, y = data(1001, dtype, seed=3)
+    big = 6e4 if dtype == np.float16 else 3e38
+    dy[:6] = [np.nan, np.inf, -np.inf, big, 1e-7, -0.0]   # NaN dropped, slope · big overflows, tiny: subnormal
+    y[:6] = [-1, -1, 1, -1, -1, -1]
+    y[6] = np.nan   # NaN > 0 is false
+    dy32, y32 = dy.astype(np.float32), y.astype(np.float32)
+    for slope in (0.1, -3.0, 2.5):
+        got = ops.leaky_relu_backward(dy, y, slope)
+        with np.errstate(over="ignore"):
+            want = leaky_relu_backward_xp(dy32, y32, slope).astype(dtype)
+        exact_bits(f"leaky {slope}", got, want)
+        t = torch.ops.aten.leaky_relu_backward(torch.from_numpy(dy.view(np.int16)).view(torch_dtype(torch, dtype)),
+                                               torch.from_numpy(y.view(np.int16)).view(torch_dtype(torch, dtype)),
+                                               slope, False)
+        exact_bits(f"leaky {slope} vs torch", got, t.view(torch.int16).numpy().view(dtype))
+    exact_bits("relu_backward", ops.relu_backward(dy, y), relu_backward_xp(dy32, y32).astype(dtype))
+    mask = ops.relu_pack_mask(y)
+    np.testing.assert_array_equal(mask, relu_pack_mask_xp(y32))
+    exact_bits("relu_backward_mask", ops.relu_backward_mask(dy, mask), relu_backward_xp(dy32, y32).astype(dtype))
+    out = dy.copy()
+    assert ops.relu_backward(out, y, out=out) is out and out.dtype == dtype
+
+
+def torch_dtype(torch, dtype):
+    return torch.float16 if dtype == np.float16 else torch.bfloat16
+
+
+def exact_bits(name, got, want):
+    """Bit for bit, NaN by position (payloads may differ)."""
+    got, want = gn.backend.to_numpy(got), gn.backend.to_numpy(want)
+    assert got.dtype == want.dtype, f"{name}: {got.dtype} != {want.dtype}"
+    nan = np.isnan(want.astype(np.float32))
+    np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), nan, err_msg=name)
+    np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan], err_msg=name)
+
+
 @pytest.mark.parametrize("n", [0, 1, 5, 31, 32, 33, 64, 95, 1000])
 def test_mask_pack_unpack_round_trip(n):
     _, y = data(n, np.float32, seed=n)
@@ -77,7 +122,10 @@ def test_non_contiguous_inputs():
 
 
 @pytest.mark.parametrize("call,err,needle", [
-    (lambda: ops.relu_backward(np.zeros(3, np.int32), np.zeros(3, np.int32)), gn.GpunetTypeError, "float32"),
+    (lambda: ops.relu_backward(np.zeros(3, np.int32), np.zeros(3, np.int32)), gn.GpunetTypeError,
+     "expected dy of dtype float32, float64, float16 or bfloat16, got int32"),
+    (lambda: ops.relu_backward(np.zeros(3, np.float16), np.zeros(3, BFLOAT16)), gn.GpunetTypeError,
+     r"expected y of dtype float16 \(the dtype of dy\), got bfloat16"),
     (lambda: ops.relu_backward(np.zeros(3), np.zeros(4)), gn.ShapeError, r"\(3,\).*got \(4,\)"),
     (lambda: ops.relu_backward(np.zeros(3), np.zeros(3, np.float32)), gn.GpunetTypeError, "float64"),
     (lambda: ops.relu_backward(np.zeros(3), np.zeros(3), out=np.zeros(4)), gn.ShapeError, "out"),
@@ -111,20 +159,25 @@ OFFSETS = [(0, 0, 0), (1, 1, 1), (3, 3, 3), (1, 2, 3), (0, 1, 0)]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64] + HALF, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("offsets", OFFSETS)
 def test_relu_kernels_match_twins(n, dtype, offsets):
+    """float32 / float64: the twins run on the device too; float16 / bfloat16: on the host
+    (NumPy, ml_dtypes), the reference the emulator tests use."""
     dev = gn.device("cuda")
     dy, y, out = _slices(dev, n, dtype, offsets)
+    half = np.dtype(dtype).itemsize == 2
+    dy_r, y_r = (dy.get(), y.get()) if half else (dy, y)
     tag = f"n={n} {np.dtype(dtype).name} offsets={offsets}"
-    exact(f"relu_backward [{tag}]", ops.relu_backward(dy, y, out=out), relu_backward_xp(dy, y))
-    exact(f"leaky_relu_backward [{tag}]", ops.leaky_relu_backward(dy, y, 0.1),
-          leaky_relu_backward_xp(dy, y, 0.1))
+    same = exact_bits if half else exact
+    same(f"relu_backward [{tag}]", ops.relu_backward(dy, y, out=out), relu_backward_xp(dy_r, y_r))
+    same(f"leaky_relu_backward [{tag}]", ops.leaky_relu_backward(dy, y, 0.1),
+         leaky_relu_backward_xp(dy_r, y_r, 0.1))
     mask = ops.relu_pack_mask(y)
-    exact(f"relu_pack_mask [{tag}]", mask, relu_pack_mask_xp(y))
-    exact(f"relu_backward_mask [{tag}]", ops.relu_backward_mask(dy, mask, out=out),
-          relu_backward_mask_xp(dy, mask))
+    exact(f"relu_pack_mask [{tag}]", mask, relu_pack_mask_xp(y_r))
+    same(f"relu_backward_mask [{tag}]", ops.relu_backward_mask(dy, mask, out=out),
+         relu_backward_mask_xp(dy_r, mask.get() if half else mask))
 
 
 @pytest.mark.gpu

@@ -10,6 +10,7 @@ import pytest
 
 import gpunet as gn
 from gpunet import ops
+from gpunet.ops._kernels import BFLOAT16
 from gpunet.ops.softmax_cross_entropy_xp import softmax_cross_entropy_eval_xp, softmax_cross_entropy_xp
 from gpunet.testing import assert_close
 
@@ -77,6 +78,42 @@ def test_twin_matches_reference(dtype, kind, eps, reduction):
     assert int(n) == rn and n.dtype == np.int64 and n.shape == ()
     check("loss", loss, rloss, dtype)
     check("dlogits", g, rg, dtype)
+
+
+HALF = [np.dtype(np.float16)] + ([BFLOAT16] if BFLOAT16 is not None else [])   # ml_dtypes: a test dependency
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=lambda d: d.name)
+@pytest.mark.parametrize("kind", ["hard", "soft", "ignore"])
+def test_16_bit_twin_is_the_float32_twin_rounded_once(dtype, kind):
+    """float16 / bfloat16 logits: the twin computes in float32 (loss float32, bit for bit the
+    float32 twin's on the widened values) and rounds dlogits once to the logits' type; against
+    the float64 reference each element is the correctly rounded float32 result."""
+    from test_kernels_emulated import close_rounded
+    x, t = make_case(33, 50, dtype, kind, seed=1)
+    x[0, :3] = [20.0, -20.0, 0.0]   # a confident row: tiny gradients, subnormal in float16
+    t32 = t.astype(np.float32) if kind == "soft" else t
+    ign = IGNORE if kind == "ignore" else None
+    for eps, reduction in [(0.0, "mean"), (0.1, "none"), (0.1, "sum")]:
+        tag = f"{dtype.name} {kind} eps={eps} {reduction}"
+        loss, g, n = softmax_cross_entropy_xp(x, t, label_smoothing=eps, ignore_index=ign, reduction=reduction)
+        l32, g32, n32 = softmax_cross_entropy_xp(x.astype(np.float32), t32, label_smoothing=eps, ignore_index=ign,
+                                                 reduction=reduction)
+        assert loss.dtype == np.float32 and g.dtype == dtype and int(n) == int(n32), tag
+        np.testing.assert_array_equal(loss, l32, err_msg=tag)
+        np.testing.assert_array_equal(g.view(np.uint16), g32.astype(dtype).view(np.uint16), err_msg=tag)
+        rloss, rg, rn = reference(x, t, eps, ign, reduction)
+        check(f"loss [{tag}]", loss, rloss, np.float32)
+        close_rounded(f"dlogits [{tag}]", g, rg, dtype, unit=1.0 / max(rn, 1) if reduction == "mean" else 1.0)
+    xi = x.copy()
+    loss, g, _ = softmax_cross_entropy_xp(xi, t, ignore_index=ign, out=xi)   # in place
+    assert g is xi and g.dtype == dtype
+    np.testing.assert_array_equal(xi.view(np.uint16),
+                                  softmax_cross_entropy_xp(x.astype(np.float32), t32, ignore_index=ign)[1]
+                                  .astype(dtype).view(np.uint16))
+    ls, nv, nc = softmax_cross_entropy_eval_xp(x, t, ignore_index=ign)
+    ls32, nv32, nc32 = softmax_cross_entropy_eval_xp(x.astype(np.float32), t32, ignore_index=ign)
+    assert ls.dtype == np.float32 and ls == ls32 and (int(nv), int(nc)) == (int(nv32), int(nc32))
 
 
 def test_soft_targets_not_summing_to_one_give_the_exact_gradient():
@@ -172,13 +209,16 @@ def test_bad_labels_name_first_row_and_value():
 
 
 @pytest.mark.parametrize("logits,target,err,needle", [
-    (np.zeros((3, 4), np.int32), np.zeros(3, np.int64), gn.GpunetTypeError, "float32 or float64"),
+    (np.zeros((3, 4), np.int32), np.zeros(3, np.int64), gn.GpunetTypeError,
+     r"logits of dtype float32, float64, float16 or bfloat16, got int32"),
     (np.zeros((3, 4, 2)), np.zeros(3, np.int64), gn.ShapeError, r"\(N, C\), got \(3, 4, 2\)"),
     (np.zeros((4, 3)).T, np.zeros(3, np.int64), gn.GpunetValueError, "C-contiguous"),
     (np.zeros((3, 4)), np.zeros(5, np.int64), gn.ShapeError, r"\(3,\).*got \(5,\)"),
     (np.zeros((3, 4)), np.zeros(3, np.float64), gn.GpunetTypeError, "int32 or int64"),
     (np.zeros((3, 4)), np.zeros(3, np.uint8), gn.GpunetTypeError, "int32 or int64"),
     (np.zeros((3, 4)), np.zeros((3, 4), np.float32), gn.GpunetTypeError, "float64"),
+    (np.zeros((3, 4), np.float16), np.zeros((3, 4), np.float32), gn.GpunetTypeError,
+     r"target of dtype float16 \(the dtype of logits\), got float32"),
     (np.zeros((3, 4)), np.zeros((3, 5)), gn.ShapeError, r"\(3, 4\).*got \(3, 5\)"),
     (np.zeros((3, 4)), np.zeros((3, 4, 1)), gn.ShapeError, "soft targets"),
     (np.zeros((3, 4)), np.zeros(6, np.int64)[::2], gn.GpunetValueError, "C-contiguous"),
@@ -275,6 +315,21 @@ def test_kernel_misaligned_rows_and_extreme_logits(C, dtype):
         rloss, rg, _ = reference(x, y, 0.1)
         check(f"loss offsets {offset_x},{offset_out}", loss, rloss, dtype)
         check(f"dlogits offsets {offset_x},{offset_out}", g, rg, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=lambda d: d.name)
+@pytest.mark.parametrize("N,C", [(7, 10), (128, 1000), (9, 4099), (3, 32768)])
+def test_kernel_16_bit_matches_twin(N, C, dtype):
+    """float16 / bfloat16 logits on the device: float32 loss, dlogits correctly rounded from float32
+    (tests/test_kernels_emulated.py's run_ce, which the emulator runs over a larger grid)."""
+    from test_kernels_emulated import make_inputs, run_ce
+    dev = _cuda()
+    for i, (kind, eps, ign, reduction, in_place) in enumerate(OPTIONS):
+        k = {"hard": "i32", "hard64": "i64", "ignore": "i64"}.get(kind, kind)
+        x, t = make_inputs(N, C, dtype, k, ign, seed=i)
+        run_ce(dev, x, t, dtype, k, eps, ign, reduction, in_place, (i % 3, (i + 1) % 3, 0),
+               check_labels="deferred" if i % 2 else "sync")
 
 
 @pytest.mark.gpu

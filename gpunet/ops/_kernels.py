@@ -13,6 +13,19 @@ import numpy as np
 from .. import backend
 from ..errors import DeviceError, GpunetTypeError, GpunetValueError, ShapeError
 
+try:   # bfloat16 arrays: NumPy and CuPy 14 take ml_dtypes' dtype (the gpunet[bf16] extra)
+    import ml_dtypes
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:   # pragma: no cover - bfloat16 inputs then cannot exist
+    BFLOAT16 = None
+# What the kernels read and write: float32 and float64, and float16 / bfloat16 (computed in
+# float32, results rounded to the input type).
+KERNEL_DTYPES = backend.FLOAT_DTYPES + (np.dtype(np.float16),) + ((BFLOAT16,) if BFLOAT16 is not None else ())
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
+if BFLOAT16 is not None:
+    _SUFFIX[BFLOAT16] = "bf16"
+KERNEL_DTYPE_NAMES = "float32, float64, float16 or bfloat16"
+
 _functions: dict = {}   # (device name, module, entry) -> compiled kernel, loaded once per device
 _root: list = []        # [kernels folder or None], looked up once: no filesystem work per call
 
@@ -72,15 +85,26 @@ def same_offset_mod16(*arrays) -> bool:
 
 
 def dtype_suffix(dtype) -> str:
-    return "f32" if np.dtype(dtype) == np.float32 else "f64"
+    """The kernels' entry suffix for an element type: f32, f64, f16 or bf16."""
+    return _SUFFIX[np.dtype(dtype)]
+
+
+def is_half(dtype) -> bool:
+    """float16 or bfloat16: stored in 16 bits, computed in float32."""
+    return np.dtype(dtype).itemsize == 2
+
+
+def compute_dtype(dtype):
+    """The type the kernels and twins compute in: float32 for float16 / bfloat16, else dtype."""
+    return np.dtype(np.float32) if is_half(dtype) else np.dtype(dtype)
 
 
 def check_float(name: str, arg: str, a) -> None:
-    """`a` must be a float32 or float64 array."""
+    """`a` must be a float32, float64, float16 or bfloat16 array."""
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         raise GpunetTypeError(f"{name}: expected {arg} to be a NumPy or CuPy array, got {type(a).__name__}")
-    if a.dtype not in backend.FLOAT_DTYPES:
-        raise GpunetTypeError(f"{name}: expected {arg} of dtype float32 or float64, got {a.dtype}")
+    if a.dtype not in KERNEL_DTYPES:
+        raise GpunetTypeError(f"{name}: expected {arg} of dtype {KERNEL_DTYPE_NAMES}, got {a.dtype}")
 
 
 def check_like(name: str, arg: str, a, ref, ref_arg: str) -> None:

@@ -9,6 +9,10 @@ A select rather than dy · (y > 0): dy = NaN or Inf where y <= 0 gives 0, as PyT
 threshold_backward does. The mask keeps 1 bit per element instead of y (32× less than
 float32), the trick cuDNN-free frameworks use to cut activation memory.
 
+float32, float64, float16 and bfloat16 (ml_dtypes) arrays are taken. The 16-bit types
+compare in float32, a selected dy passes through bit for bit, and slope · dy is computed in
+float32 and rounded once to the input type, as PyTorch's leaky_relu_backward does.
+
 Each op takes any shape and layout; `out` (when given) must be C-contiguous with dy's shape
 and dtype, and may be dy itself. On CuPy arrays the ops run the CUDA kernels (non-contiguous
 inputs are copied to contiguous first); elsewhere the `*_xp` twins, written once with `xp`,
@@ -20,8 +24,8 @@ import numpy as np
 
 from .. import backend
 from ..errors import GpunetTypeError, ShapeError
-from ._kernels import (cdiv, check_contiguous, check_float, check_like, dtype_suffix, function,
-                       same_offset_mod16, use_kernel)
+from ._kernels import (cdiv, check_contiguous, check_float, check_like, compute_dtype, dtype_suffix, function,
+                       is_half, same_offset_mod16, use_kernel)
 
 BLOCK = 256
 MAX_BLOCKS = 8192   # grid-stride beyond this: enough blocks to fill any current GPU
@@ -65,15 +69,28 @@ def _select_zero(xp, res, keep, a):
 
 # ---------------------------------------------------------------- twins (CPU path, reference)
 
+def _positive(a):
+    """a > 0 (NaN: False). ml_dtypes' bfloat16 compares raise NumPy's invalid flag on NaN."""
+    with np.errstate(invalid="ignore"):
+        return a > 0
+
+
 def relu_backward_xp(dy, y, out=None):
     xp = backend.xp_of(dy)
-    return _select_zero(xp, _result(xp, dy, out), y > 0, dy)
+    return _select_zero(xp, _result(xp, dy, out), _positive(y), dy)
+
+
+def _slope_scalar(dtype, negative_slope):
+    """The slope as the kernel gets it: in the compute type (float32 for float16 / bfloat16)."""
+    return compute_dtype(dtype).type(negative_slope)
 
 
 def leaky_relu_backward_xp(dy, x, negative_slope, out=None):
     xp = backend.xp_of(dy)
-    keep = x > 0
-    neg = dy * dy.dtype.type(negative_slope)
+    keep = _positive(x)
+    slope = _slope_scalar(dy.dtype, negative_slope)
+    with np.errstate(over="ignore", invalid="ignore"):   # a product beyond the 16-bit range is inf
+        neg = (dy.astype(slope.dtype) * slope).astype(dy.dtype) if is_half(dy.dtype) else dy * slope
     return _select(xp, _result(xp, dy, out), keep, dy, neg)
 
 
@@ -81,7 +98,7 @@ def relu_pack_mask_xp(y):
     xp = backend.xp_of(y)
     n, nwords = y.size, cdiv(y.size, 32)
     bits = xp.zeros(nwords * 32, dtype=xp.uint32)
-    bits[:n] = y.reshape(-1) > 0
+    bits[:n] = _positive(y.reshape(-1))
     shifts = xp.arange(32, dtype=xp.uint32)
     return (bits.reshape(nwords, 32) << shifts).sum(axis=1, dtype=xp.uint32)
 
@@ -102,12 +119,12 @@ def relu_backward_mask_xp(dy, mask, out=None):
 # ---------------------------------------------------------------- CUDA path
 
 def _grid(n, dtype):
-    per_thread = 4 if np.dtype(dtype) == np.float32 else 2
+    per_thread = 16 // np.dtype(dtype).itemsize   # one 16-byte vector
     return max(1, min(cdiv(n, BLOCK * per_thread), MAX_BLOCKS))
 
 
 def _launch_elementwise(kernel, dy, aux, out, extra=()):
-    """dx = op(dy, aux) with kernels/relu.cu's `<kernel>_<f32|f64>`; aux is y, x or the mask."""
+    """dx = op(dy, aux) with kernels/relu.cu's `<kernel>_<f32|f64|f16|bf16>`; aux is y, x or the mask."""
     dev = backend.device_of(dy)
     xp = dev.xp
     with dev:
@@ -139,7 +156,7 @@ def leaky_relu_backward(dy, x, negative_slope, out=None):
     _prepare("leaky_relu_backward", dy, x, "x", out)
     slope = float(negative_slope)
     if use_kernel(dy):
-        return _launch_elementwise("leaky_relu_backward", dy, x, out, extra=(dy.dtype.type(slope),))
+        return _launch_elementwise("leaky_relu_backward", dy, x, out, extra=(_slope_scalar(dy.dtype, slope),))
     return leaky_relu_backward_xp(dy, x, slope, out)
 
 

@@ -5,6 +5,8 @@
 (formulas, smoothing and ignore_index semantics: see softmax_cross_entropy_xp.py, the
 twin; the kernel's layout and launch: kernels/softmax_cross_entropy.cu). The online
 softmax follows Milakov & Gimelshein 2018, "Online normalizer calculation for softmax".
+float16 and bfloat16 logits are read as float32, every statistic and the loss are
+float32, and dlogits is written in the logits' type.
 
 On CuPy arrays one kernel computes every row's loss (and its dlogits row unless
 want_grad=False); a few tiny CuPy reductions finish the job:
@@ -29,7 +31,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import GpunetValueError
-from ._kernels import cdiv, function, same_offset_mod16, use_kernel
+from ._kernels import cdiv, compute_dtype, dtype_suffix, function, same_offset_mod16, use_kernel
 from .softmax_cross_entropy_xp import (bad_label_message, check_inputs, softmax_cross_entropy_eval_xp,
                                        softmax_cross_entropy_xp)
 
@@ -86,9 +88,9 @@ def _launch(logits, target, a, *, dlogits, want_correct, mean, slot):
     dev = backend.device_of(logits)
     xp = dev.xp
     N, C = a.N, a.C
-    dt = logits.dtype.type
+    dt = compute_dtype(logits.dtype).type   # float32 for float16 / bfloat16 logits
     label = "soft" if a.soft else ("i32" if target.dtype == np.int32 else "i64")
-    suffix = ("f32" if logits.dtype == np.float32 else "f64") + "_" + label
+    suffix = dtype_suffix(logits.dtype) + "_" + label
     flags = _flags(a, logits, dlogits, target, want_correct, mean)
     ign = np.int64(a.ignore_index if a.ignore_index is not None else 0)
     kind, threads = _launch_config(C)
@@ -98,7 +100,7 @@ def _launch(logits, target, a, *, dlogits, want_correct, mean, slot):
             n_valid = xp.asarray(xp.count_nonzero(target != a.ignore_index), dtype=xp.int64)
         else:
             n_valid = xp.full((), N, dtype=xp.int64)
-        row_loss = xp.empty(N, dtype=logits.dtype)
+        row_loss = xp.empty(N, dtype=dt)
         row_correct = xp.empty(N, dtype=xp.int32) if want_correct else None
         # Unused outputs get a harmless pointer (the error buffer): the flags keep them unwritten.
         head = (logits, target, dlogits if dlogits is not None else logits, row_loss,
@@ -151,8 +153,10 @@ def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, ignore_index=N
                           want_grad=True, out=None, check_labels="sync"):
     """Fused softmax cross-entropy. Returns (loss, dlogits, n_valid).
 
-    logits (N, C) float32/float64, C-contiguous. target: (N,) int32/int64 labels or (N, C)
-    soft targets of the logits dtype. loss: 0-d for "mean"/"sum", (N,) for "none".
+    logits (N, C) float32/float64/float16/bfloat16, C-contiguous. target: (N,) int32/int64
+    labels or (N, C) soft targets of the logits dtype. loss: 0-d for "mean"/"sum", (N,) for
+    "none", in the compute type (float32 for float16 / bfloat16 logits; dlogits has the
+    logits dtype).
     dlogits = d(loss)/d(logits) (for "none": of the sum of the row losses), written into
     `out` when given (`out` may be `logits` itself), or None when want_grad=False.
     n_valid: 0-d int64 device array, the rows not ignored. A label outside [0, C) raises
@@ -182,7 +186,7 @@ def softmax_cross_entropy(logits, target, *, label_smoothing=0.0, ignore_index=N
         elif reduction == "sum":
             loss = row_loss.sum()
         else:
-            loss = row_loss.sum() / n_valid.astype(logits.dtype)
+            loss = row_loss.sum() / n_valid.astype(row_loss.dtype)
     return loss, dlogits, n_valid
 
 

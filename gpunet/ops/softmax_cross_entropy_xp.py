@@ -17,6 +17,10 @@ NaN), argmax counts NaN as the maximum (first NaN wins). One deliberate differen
 soft target contributes 0 even against a -inf logit (0 · log 0 = 0; PyTorch gives NaN), so
 masked classes work with soft targets.
 
+float16 and bfloat16 (ml_dtypes) logits, with soft targets of the same type, are computed in
+float32, as the CUDA kernel does: the loss is float32 and dlogits is rounded once (to nearest
+even) to the logits' type.
+
 `check_inputs` is shared with the CUDA wrapper, so both paths accept and reject the same
 arguments with the same messages.
 """
@@ -28,7 +32,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import GpunetTypeError, GpunetValueError, ShapeError
-from ._kernels import check_contiguous, check_float, check_like
+from ._kernels import check_contiguous, check_float, check_like, compute_dtype, is_half
 
 INT_LABELS = (np.dtype(np.int32), np.dtype(np.int64))
 CHECK_MODES = ("sync", "deferred")
@@ -116,6 +120,14 @@ def check_labels_now(name, target, a):
         raise GpunetValueError(bad_label_message(name, row, int(target[row]), a.C, a.ignore_index))
 
 
+def _widen(logits, target, a):
+    """(logits, target) in the compute type: float16 / bfloat16 to float32 (exact), else as given."""
+    if not is_half(logits.dtype):
+        return logits, target
+    ct = compute_dtype(logits.dtype)
+    return logits.astype(ct), (target.astype(ct) if a.soft else target)
+
+
 def _row_losses(xp, logits, target, a):
     """(row_loss, shifted = x − m, logs = log Σ exp(x − m), valid rows, labels with ignored → 0)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -176,13 +188,19 @@ def softmax_cross_entropy_xp(logits, target, *, label_smoothing=0.0, ignore_inde
     xp = backend.xp_of(logits)
     if not a.soft:
         check_labels_now(name, target, a)
-    row, shifted, logs, valid, y = _row_losses(xp, logits, target, a)
+    x, t = _widen(logits, target, a)
+    row, shifted, logs, valid, y = _row_losses(xp, x, t, a)
     n_valid = xp.asarray(valid.sum(), dtype=xp.int64)
     loss = _reduce(xp, row, n_valid, reduction)
     if not want_grad:
         return loss, None, n_valid
-    scale = 1.0 / xp.maximum(n_valid, 1).astype(logits.dtype) if reduction == "mean" else 1.0
-    return loss, _gradient(xp, target, a, shifted, logs, valid, y, scale, out), n_valid
+    scale = 1.0 / xp.maximum(n_valid, 1).astype(x.dtype) if reduction == "mean" else 1.0
+    if x is logits:
+        return loss, _gradient(xp, t, a, shifted, logs, valid, y, scale, out), n_valid
+    g = _gradient(xp, t, a, shifted, logs, valid, y, scale, None)   # float32, then one rounding
+    res = out if out is not None else xp.empty(logits.shape, dtype=logits.dtype)
+    res[...] = g.astype(logits.dtype)
+    return loss, res, n_valid
 
 
 def softmax_cross_entropy_eval_xp(logits, target, *, label_smoothing=0.0, ignore_index=None,
@@ -197,8 +215,9 @@ def softmax_cross_entropy_eval_xp(logits, target, *, label_smoothing=0.0, ignore
     xp = backend.xp_of(logits)
     if not a.soft:
         check_labels_now(name, target, a)
-    row, _, _, valid, y = _row_losses(xp, logits, target, a)
-    ref = xp.argmax(target, axis=1) if a.soft else y
-    correct = (xp.argmax(logits, axis=1) == ref) & valid
+    x, t = _widen(logits, target, a)
+    row, _, _, valid, y = _row_losses(xp, x, t, a)
+    ref = xp.argmax(t, axis=1) if a.soft else y
+    correct = (xp.argmax(x, axis=1) == ref) & valid
     return (xp.asarray(row.sum()), xp.asarray(valid.sum(), dtype=xp.int64),
             xp.asarray(correct.sum(), dtype=xp.int64))

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHIM = HERE / "cuda_shim.h"
+SHIM = HERE / "cuda_shim.h"   # also reached as <cuda_fp16.h> / <cuda_bf16.h> (forwarders in HERE, on -I)
 HARNESS = HERE / "harness.cpp"
 CXX = os.environ.get("CXX", "g++")
 # -fsanitize=alignment traps (SIGILL) on a misaligned float4/double2 access, as the GPU faults.
@@ -55,7 +55,8 @@ def host_supported() -> bool:
 
 def scan_entries(cu: Path) -> list[tuple[str, int]]:
     """(name, launch bound) of every extern "C" __global__ function, in file order."""
-    r = subprocess.run([CXX, "-std=c++17", "-E", "-P", "-DEMU_SCAN", "-include", str(SHIM), "-x", "c++", str(cu)],
+    r = subprocess.run([CXX, "-std=c++17", "-E", "-P", "-DEMU_SCAN", f"-I{HERE}", "-include", str(SHIM), "-x", "c++",
+                        str(cu)],
                        capture_output=True, text=True)
     if r.returncode:
         raise BuildError(f"preprocessing {cu} failed:\n{r.stderr}")
@@ -102,7 +103,8 @@ def load(cu, extra_flags=()) -> Library:
     """The emulator library for the .cu file `cu` (built once per content and flags)."""
     cu = Path(cu).resolve()
     src = cu.read_bytes()
-    key = hashlib.sha256(src + SHIM.read_bytes() + HARNESS.read_bytes() + Path(__file__).read_bytes()
+    headers = b"".join(h.read_bytes() for h in sorted(HERE.glob("*.h")))   # the shim, cuda_fp16.h, cuda_bf16.h
+    key = hashlib.sha256(src + headers + HARNESS.read_bytes() + Path(__file__).read_bytes()
                          + " ".join(CXXFLAGS + list(extra_flags)).encode()).hexdigest()[:16]
     if key in _loaded:
         return _loaded[key]

@@ -15,9 +15,11 @@ reject, and what would be silently wrong on a GPU, before running the emulator:
   * args must be a tuple or list with one value per kernel parameter;
   * a pointer parameter takes an array of this stand-in, on the current device (CuPy
     rejects a NumPy array with TypeError 'Unsupported type'); a float pointer takes
-    exactly that dtype, an integer pointer any integer dtype;
+    exactly that dtype (__half / __half2: float16, __nv_bfloat16 / __nv_bfloat162:
+    ml_dtypes.bfloat16), an integer pointer any integer dtype;
   * a scalar parameter takes a NumPy scalar of exactly its type (a Python int goes to the
-    GPU as 8 bytes, float as a double, so they only fit `long long` / `double`);
+    GPU as 8 bytes, float as a double, so they only fit `long long` / `double`; __half
+    takes np.float16, __nv_bfloat16 ml_dtypes.bfloat16);
   * the module must have been compiled on the current device (CUDA_ERROR_INVALID_HANDLE
     otherwise), and the entry must exist (CUDA_ERROR_NOT_FOUND).
 """
@@ -292,7 +294,14 @@ _SCALARS = {"int": np.int32, "unsigned int": np.uint32, "long long": np.int64, "
 _CTYPES = {"int": ctypes.c_int32, "unsigned int": ctypes.c_uint32, "long long": ctypes.c_int64,
            "unsigned long long": ctypes.c_uint64, "float": ctypes.c_float, "double": ctypes.c_double,
            "bool": ctypes.c_bool}
-_POINTEES = {"float": np.float32, "double": np.float64}
+_POINTEES = {"float": np.float32, "double": np.float64, "__half": np.float16, "__half2": np.float16}
+try:   # CuPy 14 takes ml_dtypes' bfloat16 arrays (and passes their pointers like any other)
+    import ml_dtypes
+    _POINTEES.update({"__nv_bfloat16": ml_dtypes.bfloat16, "__nv_bfloat162": ml_dtypes.bfloat16})
+    _SCALARS["__nv_bfloat16"] = ml_dtypes.bfloat16
+except ImportError:
+    pass
+_SCALARS["__half"] = np.float16   # 16-bit scalars travel as their bit pattern
 
 
 def _source_file(code: str) -> Path:
@@ -404,6 +413,8 @@ class Function:
         if np.dtype(got) != np.dtype(want):
             self._fail(f"{where}: expected a {np.dtype(want)} value, got {np.dtype(got)} "
                        f"({type(a).__name__} {a!r}): the kernel would read the wrong bytes")
+        if np.dtype(want).itemsize == 2 and np.dtype(want).kind != "i":   # __half, __nv_bfloat16
+            return ctypes.c_uint16(int(np.asarray(a).view(np.uint16)))
         return _CTYPES[ctype](a.item() if isinstance(a, np.generic) else a)
 
     def __call__(self, grid, block, args, shared_mem=0, stream=None, enable_cooperative_groups=False):

@@ -284,7 +284,8 @@ template <typename T> struct TName;
 #define EMU_TNAME(T) template <> struct TName<T> { static std::string s() { return #T; } };
 EMU_TNAME(float) EMU_TNAME(double) EMU_TNAME(int) EMU_TNAME(unsigned int) EMU_TNAME(long long)
 EMU_TNAME(unsigned long long) EMU_TNAME(bool) EMU_TNAME(char) EMU_TNAME(unsigned char) EMU_TNAME(short)
-EMU_TNAME(long) EMU_TNAME(unsigned long)
+EMU_TNAME(long) EMU_TNAME(unsigned long) EMU_TNAME(unsigned short) EMU_TNAME(__half) EMU_TNAME(__nv_bfloat16)
+EMU_TNAME(__half2) EMU_TNAME(__nv_bfloat162)
 template <typename T> struct TName<const T> { static std::string s() { return "const " + TName<T>::s(); } };
 template <typename T> struct TName<T*> { static std::string s() { return TName<T>::s() + "*"; } };
 

@@ -1,0 +1,3 @@
+// The emulator's <cuda_bf16.h>: the 16-bit float types and intrinsics live in cuda_shim.h.
+#pragma once
+#include "cuda_shim.h"
