@@ -300,7 +300,7 @@ def print_table(report: dict) -> None:
     from rich.table import Table
     env = report["environment"]
     console = Console()
-    console.width = max(console.width, 130)  # pipes default to 80 columns: keep headers whole
+    console.width = max(console.width, 170)  # pipes default to 80 columns: keep headers whole
     t = Table(title=f"gpunet vs PyTorch training, {env['device']} ({env['device_name']}); "
                     f"ratio: median of per-round paired ratios (min–max)")
     for col in perf_table.MAIN_HEADER + [f"loss check ({report['check_steps']} steps)"]:

@@ -54,12 +54,12 @@ def _summary(per_step: list, names: list, totals: list, method: str, backward_in
             **{k: round(statistics.median(v) * 1e3, 4) for k, v in ms.items()}, "layers": rows}
 
 
-def profile_gpunet(model, step, pool, sync, steps: int) -> dict:
+def profile_gpunet(model, step, pool, sync, steps: int, clock=time.perf_counter) -> dict:
     """Per-layer forward/backward ms of gpunet's `step` on `model` (a Sequential)."""
     layers = list(model)
     acc = [{"forward": 0.0, "backward": 0.0} for _ in layers]
     backward_in = {}
-    timer = time.perf_counter
+    timer = clock
 
     def timed(i, phase, fn, fused=False):
         def call(*args, **kwargs):
@@ -104,14 +104,14 @@ def profile_gpunet(model, step, pool, sync, steps: int) -> dict:
                     backward_in)
 
 
-def profile_torch(tmodel, step, pool, sync, steps: int) -> dict:
+def profile_torch(tmodel, step, pool, sync, steps: int, clock=time.perf_counter) -> dict:
     """Per-module forward/backward ms of PyTorch's `step` on `tmodel` (a torch Sequential)."""
     import torch
     modules = list(tmodel)
     n = len(modules)
     fwd_start, fwd = [0.0] * n, [0.0] * n
     pre = [None] * n
-    timer = time.perf_counter
+    timer = clock
     handles = []
 
     def on_forward_pre(i):
