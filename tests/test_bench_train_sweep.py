@@ -22,7 +22,8 @@ HAVE_TORCH = torch_twin.available()
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"tiny-mlp": bt.Workload("tiny-mlp", lambda: gn.models.mlp([12, 16, 10]),
                                 bt.random_images((1, 3, 4)), 8, lr=0.05),
-        "tiny-cnn": bt.Workload("tiny-cnn", lambda: gn.models.small_cnn(1, 10, image_size=8, width=4, hidden=8),
+        "tiny-cnn": bt.Workload("tiny-cnn",
+                                lambda: gn.models.small_cnn(1, 10, image_size=8, width=4, hidden=8),
                                 bt.random_images((1, 8, 8)), 8, lr=0.05)}
 
 
@@ -277,7 +278,8 @@ def synthetic_report():
            "load_average_before": [1.5, 1.0, 1.0], "load_average_after": [1.7, 1.1, 1.0],
            "layers": {"gpunet": {"step_ms": 10.0, "rest_ms": 1.0, "layers": [
                {"index": 0, "layer": "ReLU()", "forward_ms": 1.0, "backward_ms": 0.0, "backward_in": 1},
-               {"index": 1, "layer": "MaxPool2d(kernel_size=(2, 2))", "forward_ms": 2.0, "backward_ms": 6.0}]},
+               {"index": 1, "layer": "MaxPool2d(kernel_size=(2, 2))", "forward_ms": 2.0,
+                "backward_ms": 6.0}]},
                "torch": {"step_ms": 8.0, "rest_ms": 0.5, "layers": [
                    {"index": 0, "layer": "ReLU", "forward_ms": 1.5, "backward_ms": 1.25},
                    {"index": 1, "layer": "MaxPool2d", "forward_ms": 3.0, "backward_ms": 1.75}]}},
@@ -307,7 +309,8 @@ def test_perf_table_renders_a_synthetic_json(tmp_path, capsys):
     assert "| mlp-b1024 | 1024 | 1 | 5,000 | — | — | 1 | 1.2→1.9 |" in lines
     assert "| small-cnn | 2 | 0 | ReLU() | 1.00 | 1.50 | 0.00 (in 1) | 1.25 |" in lines
     assert "| small-cnn | 2 | 1 | MaxPool2d(kernel_size=(2, 2)) | 2.00 | 3.00 | 6.00 | 1.75 |" in lines
-    assert "| small-cnn | 2 |  | whole step (rest: loss, optimizer) | 10.00 (rest 1.00) | 8.00 (rest 0.50) |  |  |" in lines
+    assert ("| small-cnn | 2 |  | whole step (rest: loss, optimizer) | 10.00 (rest 1.00) "
+            "| 8.00 (rest 0.50) |  |  |") in lines
     assert "| small-cnn | 2 | 59,904 | 281 | 510 | 0.55× |" in lines
 
 

@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         report = json.loads(Path(a.json).read_text())
-        if not isinstance(report, dict) or report.get("benchmark") != "bench_train" or not isinstance(report.get("results"), list):
+        if (not isinstance(report, dict) or report.get("benchmark") != "bench_train"
+                or not isinstance(report.get("results"), list)):
             raise ValueError(f"expected a `gpunet bench train` JSON (benchmark \"bench_train\" with "
                              f"results), got {str(report)[:60]!r}")
         text = markdown(report)

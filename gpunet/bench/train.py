@@ -312,9 +312,11 @@ def print_table(report: dict) -> None:
                    + (f"; f64 {r['check_float64']['max_rel_diff']:.0e})" if "check_float64" in r else ")"))
         t.add_row(*cells, verdict)
     console.print(t)
-    for title, header, rows in (
-            ("per layer, ms per step (median over steps)", perf_table.LAYER_HEADER, perf_table.layer_rows(report)),
-            ("peak RSS over one epoch, fresh interpreter per side", perf_table.RSS_HEADER, perf_table.rss_rows(report))):
+    extra = (("per layer, ms per step (median over steps)", perf_table.LAYER_HEADER,
+              perf_table.layer_rows(report)),
+             ("peak RSS over one epoch, fresh interpreter per side", perf_table.RSS_HEADER,
+              perf_table.rss_rows(report)))
+    for title, header, rows in extra:
         if rows:
             t = Table(title=title)
             for col in header:
@@ -399,7 +401,7 @@ def run(args) -> dict:
                               rss=bool(getattr(args, "rss", False)),
                               rss_samples=getattr(args, "rss_samples", None))
     cases = [(name, n) for name in names for n in counts]
-    for i, (name, n) in enumerate(cases):  # a long benchmark says where it is (stderr: stdout stays the table)
+    for i, (name, n) in enumerate(cases):  # says where it is (on stderr: stdout stays the table)
         label = name if n is None else f"{name}, {n} thread{'s' if n > 1 else ''}"
         print(f"bench train: workload {i + 1}/{len(cases)}: {label} ...", file=sys.stderr, flush=True)
         info = apply_threads(n, with_torch)

@@ -7,8 +7,8 @@ For each row, `measure` starts `python -m gpunet.bench.train_rss SIDE WORKLOAD .
 timing uses; both sides hold the same bytes, PyTorch through `torch.from_numpy` without a
 copy), builds its model and trains one epoch over it at the row's thread count, then prints
 one JSON line: the peak resident set (VmHWM, the kernel's high-water mark of this address
-space; ru_maxrss where there is no /proc) and the RSS right before the first step, so that what training adds is visible
-apart from the interpreter, the libraries and the data.
+space; ru_maxrss where there is no /proc) and the RSS right before the first step, so that
+what training adds is visible apart from the interpreter, the libraries and the data.
 
 The gpunet child never imports torch (it says so in its JSON: `torch_imported`). The PyTorch
 child imports gpunet to build the same architecture and copy its weights (as the timing
