@@ -61,13 +61,21 @@ def profile_gpunet(model, step, pool, sync, steps: int, clock=time.perf_counter)
     backward_in = {}
     timer = clock
 
+    depth = [0]  # a wrapped call inside another (a fused backward calling backward) counts once
+
     def timed(i, phase, fn, fused=False):
         def call(*args, **kwargs):
-            sync()
-            t0 = timer()
-            out = fn(*args, **kwargs)
-            sync()
-            acc[i][phase] += timer() - t0
+            if depth[0]:
+                return fn(*args, **kwargs)
+            depth[0] += 1
+            try:
+                sync()
+                t0 = timer()
+                out = fn(*args, **kwargs)
+                sync()
+                acc[i][phase] += timer() - t0
+            finally:
+                depth[0] -= 1
             if fused:
                 backward_in[i - 1] = i
             return out
