@@ -51,7 +51,7 @@ def test_threads_list_parses(text, counts):
     assert bt.parse_threads(text) == counts
 
 
-@pytest.mark.parametrize("text, bad", [("1,,2", "''"), ("-1", "'-1'"), ("two", "'two'"), ("1.5", "'1.5'"),
+@pytest.mark.parametrize("text, bad", [("1,,2", "''"), ("-1", "'-1'"), ("two", "'two'"), ("1.5", "'1.5'"), ("2²", "'2²'"),
                                        ("", "''"), ("1,1", "[1] repeated"),
                                        (f"0,{threads.AUTO_THREADS}", f"[{threads.AUTO_THREADS}] repeated")])
 def test_bad_threads_are_refused_naming_the_entry(text, bad):

@@ -340,7 +340,10 @@ def parse_threads(value) -> list:
     counts = []
     for item in items:
         try:
-            n = int(item) if isinstance(item, str) and item.lstrip("-").isdigit() else item
+            n = int(item) if isinstance(item, str) else item
+        except ValueError:
+            n = item  # refused just below, the entry named
+        try:
             counts.append(threads.resolve_threads(n))
         except GpunetError:
             raise GpunetValueError(f"--threads: expected a comma-separated list of thread counts >= 0 "
