@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ def peak_mb() -> float:
                     return int(line.split()[1]) / 2**10  # kB
     except (OSError, ValueError, IndexError):
         pass
+    import resource  # Unix only: imported here so that `gpunet bench train` loads anywhere
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
