@@ -263,6 +263,13 @@ def test_rss_child_failure_is_reported_with_its_error():
         train_rss.measure("no-such-workload", gn.device("cpu"), None, args, with_torch=False)
 
 
+def test_an_rss_epoch_shorter_than_a_batch_is_refused(capsys):
+    assert bt.main(["--device", "cpu", "--no-torch", "--workloads", "small-cnn", "--rss",
+                    "--rss-samples", "100"]) == 2
+    assert "--rss-samples: expected at least one batch of each workload (small-cnn: 256), got 100" \
+        in capsys.readouterr().err
+
+
 def test_epoch_size_defaults_to_the_training_set():
     assert train_rss.epoch_samples("small-cnn", None) == 60000
     assert train_rss.epoch_samples("tf-cifar10-cnn", None) == 50000

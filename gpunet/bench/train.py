@@ -389,6 +389,12 @@ def run(args) -> dict:
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise GpunetError(f"--workloads: expected names from {sorted(WORKLOADS)}, got {unknown}")
+    rss_samples = getattr(args, "rss_samples", None) if getattr(args, "rss", False) else None
+    small = [n for n in names if rss_samples is not None and rss_samples < WORKLOADS[n].batch_size]
+    if small:
+        raise GpunetValueError(f"--rss-samples: expected at least one batch of each workload "
+                               f"({', '.join(f'{n}: {WORKLOADS[n].batch_size}' for n in small)}), "
+                               f"got {args.rss_samples}")
     if counts[0] is not None:  # before environment(): PyTorch gets the same count
         threads.set_threads(counts[0])
     with_torch = torch_twin.available() and not args.no_torch
