@@ -69,10 +69,11 @@ def test_cli_refuses_bad_threads_before_measuring(capsys):
 
 
 @pytest.mark.parametrize("flag, value", [("--rounds", "0"), ("--seconds", "0"), ("--pool", "0"),
-                                         ("--warmup", "-1"), ("--rss-samples", "0")])
+                                         ("--warmup", "-1"), ("--rss-samples", "0"),
+                                         ("--layer-steps", "0")])
 def test_bad_settings_are_refused(flag, value, capsys, monkeypatch):
     monkeypatch.setattr(bt, "WORKLOADS", {"tiny-mlp": TINY["tiny-mlp"]})
-    assert bt.main(["--device", "cpu", "--no-torch", flag, value]) == 2
+    assert bt.main(["--device", "cpu", "--no-torch", "--layers", "--rss", flag, value]) == 2
     err = capsys.readouterr().err
     assert flag in err and value in err
 
@@ -261,6 +262,13 @@ def test_rss_child_failure_is_reported_with_its_error():
     args = argparse.Namespace(seed=0, rss_samples=16)
     with pytest.raises(GpunetError, match="(?s)the gpunet child for no-such-workload exited 1: .*KeyError"):
         train_rss.measure("no-such-workload", gn.device("cpu"), None, args, with_torch=False)
+
+
+@pytest.mark.parametrize("flags, named", [(["--layer-steps", "3"], "--layer-steps: only has an effect with --layers"),
+                                          (["--rss-samples", "512"], "--rss-samples: only has an effect with --rss")])
+def test_a_setting_without_its_measurement_is_refused(flags, named, capsys):
+    assert bt.main(["--device", "cpu", "--no-torch", *flags]) == 2
+    assert named in capsys.readouterr().err
 
 
 def test_an_rss_epoch_shorter_than_a_batch_is_refused(capsys):

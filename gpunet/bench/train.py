@@ -379,7 +379,11 @@ def run(args) -> dict:
         value = getattr(args, arg)
         if value < minimum:
             raise GpunetValueError(f"--{arg.replace('_', '-')}: expected an int >= {minimum}, got {value}")
-    if getattr(args, "layers", False) and args.layer_steps < 1:
+    for flag, needs in (("layer_steps", "layers"), ("rss_samples", "rss")):
+        if getattr(args, flag, None) is not None and not getattr(args, needs, False):
+            raise GpunetValueError(f"--{flag.replace('_', '-')}: only has an effect with --{needs}, "
+                                   f"which was not given")
+    if getattr(args, "layers", False) and (args.layer_steps is not None and args.layer_steps < 1):
         raise GpunetValueError(f"--layer-steps: expected an int >= 1, got {args.layer_steps}")
     if getattr(args, "rss_samples", None) is not None and args.rss_samples < 1:
         raise GpunetValueError(f"--rss-samples: expected an int >= 1, got {args.rss_samples}")
@@ -406,7 +410,8 @@ def run(args) -> dict:
               "threads": counts, "check_steps": args.check_steps, "check_rtol": args.check_rtol,
               "results": []}
     report["settings"].update(layers=bool(getattr(args, "layers", False)),
-                              layer_steps=getattr(args, "layer_steps", None),
+                              layer_steps=(getattr(args, "layer_steps", None) or train_layers.LAYER_STEPS)
+                              if getattr(args, "layers", False) else None,
                               rss=bool(getattr(args, "rss", False)),
                               rss_samples=getattr(args, "rss_samples", None))
     cases = [(name, n) for name in names for n in counts]
@@ -446,8 +451,9 @@ def parser() -> argparse.ArgumentParser:
                         "default: leave the library's own count)")
     p.add_argument("--layers", action="store_true",
                    help="also time each top-level layer's forward and backward on both sides")
-    p.add_argument("--layer-steps", type=int, default=10, metavar="N",
-                   help="profiled steps per side for --layers (the median is reported)")
+    p.add_argument("--layer-steps", type=int, default=None, metavar="N",
+                   help=f"profiled steps per side for --layers (the median is reported; "
+                        f"default {train_layers.LAYER_STEPS})")
     p.add_argument("--rss", action="store_true",
                    help="also measure each side's peak RSS over one epoch, each in a fresh interpreter")
     p.add_argument("--rss-samples", type=int, default=None, metavar="N",

@@ -31,6 +31,7 @@ import time
 import warnings
 
 PROFILE_WARMUP = 2
+LAYER_STEPS = 10  # profiled steps per side unless --layer-steps says otherwise
 
 
 def _name(layer) -> str:
@@ -191,9 +192,10 @@ def profile(w, dev, args, with_torch: bool, build_sides, batches) -> dict:
     models = {}
     sides = build_sides(w, dev, args.seed, with_torch, models_out=models)
     data, _ = batches(w, dev, args.pool, args.seed, with_torch)
+    steps = getattr(args, "layer_steps", None) or LAYER_STEPS
     out = {"gpunet": profile_gpunet(models["gpunet"], sides["gpunet"][0], data["gpunet"],
-                                    synchronizer("gpunet", dev), args.layer_steps)}
+                                    synchronizer("gpunet", dev), steps)}
     if with_torch:
         out["torch"] = profile_torch(models["torch"], sides["torch"][0], data["torch"],
-                                     synchronizer("torch", dev), args.layer_steps)
+                                     synchronizer("torch", dev), steps)
     return out
