@@ -371,9 +371,8 @@ def apply_threads(n, with_torch: bool) -> dict:
     return info
 
 
-def run(args) -> dict:
-    dev = backend.device(args.device)
-    counts = parse_threads(getattr(args, "threads", None))
+def check_settings(args) -> list:
+    """Refuse bad or ineffective settings before anything runs; the workload names."""
     for arg in ("rounds", "warmup", "pool", "check_steps"):
         minimum = 1 if arg in ("rounds", "pool") else 0
         value = getattr(args, arg)
@@ -399,6 +398,13 @@ def run(args) -> dict:
         raise GpunetValueError(f"--rss-samples: expected at least one batch of each workload "
                                f"({', '.join(f'{n}: {WORKLOADS[n].batch_size}' for n in small)}), "
                                f"got {args.rss_samples}")
+    return names
+
+
+def run(args) -> dict:
+    dev = backend.device(args.device)
+    counts = parse_threads(getattr(args, "threads", None))
+    names = check_settings(args)
     if counts[0] is not None:  # before environment(): PyTorch gets the same count
         threads.set_threads(counts[0])
     with_torch = torch_twin.available() and not args.no_torch
@@ -409,11 +415,10 @@ def run(args) -> dict:
               "settings": {k: getattr(args, k) for k in ("warmup", "seconds", "rounds", "pool", "seed")},
               "threads": counts, "check_steps": args.check_steps, "check_rtol": args.check_rtol,
               "results": []}
-    report["settings"].update(layers=bool(getattr(args, "layers", False)),
-                              layer_steps=(getattr(args, "layer_steps", None) or train_layers.LAYER_STEPS)
-                              if getattr(args, "layers", False) else None,
-                              rss=bool(getattr(args, "rss", False)),
-                              rss_samples=getattr(args, "rss_samples", None))
+    layers, rss = bool(getattr(args, "layers", False)), bool(getattr(args, "rss", False))
+    report["settings"].update(
+        layers=layers, layer_steps=(getattr(args, "layer_steps", None) or train_layers.LAYER_STEPS) if layers else None,
+        rss=rss, rss_samples=getattr(args, "rss_samples", None))
     cases = [(name, n) for name in names for n in counts]
     for i, (name, n) in enumerate(cases):  # says where it is (on stderr: stdout stays the table)
         label = name if n is None else f"{name}, {n} thread{'s' if n > 1 else ''}"
@@ -421,7 +426,7 @@ def run(args) -> dict:
         info = apply_threads(n, with_torch)
         row = run_workload(WORKLOADS[name], dev, args, with_torch)
         row = {"workload": row.pop("workload"), "threads": info["gpunet_workers"], "thread_info": info, **row}
-        if getattr(args, "rss", False):
+        if rss:
             row["peak_rss"] = train_rss.measure(name, dev, n, args, with_torch)
         report["results"].append(row)
     report["load_average_after"] = host.load_average()
