@@ -131,13 +131,17 @@ def test_default_threads_leave_the_library_count_and_give_it_to_pytorch(tmp_path
     monkeypatch.setattr(bt, "WORKLOADS", {"tiny-mlp": TINY["tiny-mlp"]})
     out = tmp_path / "r.json"
     assert bt.main(["--device", "cpu", "--json-out", str(out), "--seconds", "0.005", "--rounds", "1",
-                    "--warmup", "1", "--check-steps", "2"]) == 0
+                    "--warmup", "1", "--check-steps", "2", "--layers", "--layer-steps", "1"]) == 0
     report = json.loads(out.read_text())
     (row,) = report["results"]
     assert report["threads"] == [None] and row["thread_info"]["requested"] is None
     assert row["threads"] == threads.workers()
     if HAVE_TORCH:
         assert row["thread_info"]["torch"] == report["environment"]["torch_threads"]
+    assert report["settings"]["layers"] is True and report["settings"]["layer_steps"] == 1
+    md = perf_table.markdown(report).splitlines()  # the written JSON renders, layer rows included
+    n_layers = len(TINY["tiny-mlp"].model())
+    assert sum(line.startswith(f"| tiny-mlp | {row['threads']} | ") for line in md) == n_layers + 1  # + whole step
 
 
 # ---------------------------------------------------------------- per-layer split
