@@ -9,6 +9,8 @@
 
 Each module has `main(argv) -> int`; scripts/bench_<name>.py in a checkout call the same.
 Shared helpers: host.py (device name, load average), torch_twin.py (the PyTorch side).
+train's parts: train_layers.py (per-layer split), train_rss.py (peak RSS of an epoch in a
+fresh interpreter), perf_table.py (the README's tables from a committed JSON).
 Every benchmark says where it is with `progress` (a line per case or round on stderr, so
 stdout stays the table).
 """

@@ -23,7 +23,18 @@ merely close ones (float32 trajectories drift apart by rounding, faster at high 
 Timing. After `--warmup` steps per side, each round times one segment per side of about
 `--seconds` seconds (a whole number of steps, device synced at both ends), alternating
 which side goes first to cancel drift; samples/s is the median over `--rounds` rounds.
-The 1-minute load average is recorded before and after: a busy machine is visible.
+The ratio is paired: each round's gpunet segment over the PyTorch segment next to it, so
+both saw the same machine; the row reports the median of these per-round ratios with their
+min, max and quartiles. The load average is recorded before and after each row.
+
+Threads. `--threads 1,2` sweeps: for each count both sides get that many threads (gpunet
+through gn.set_threads, i.e. its BLAS and its own CPU workers; PyTorch through
+torch.set_num_threads), and the JSON holds one row per (workload, threads).
+
+Where the time goes. `--layers` adds, per row, the forward and backward milliseconds of each
+top-level layer on both sides (gpunet.bench.train_layers), and `--rss` the peak RSS of one
+epoch of each side in a fresh interpreter (gpunet.bench.train_rss).
+scripts/perf_table.py turns a committed JSON into the README's tables.
 
 Precision. `--precision tf32|bf16|fp16` runs gpunet at that precision (gpunet.precision; fp16
 with its dynamic loss scaler, through the Trainer's engine) and PyTorch under
@@ -46,8 +57,8 @@ from typing import Callable
 import numpy as np
 
 from .. import backend, losses, models, optim, precision, threads
-from ..errors import GpunetError
-from . import host, torch_twin
+from ..errors import GpunetError, GpunetValueError
+from . import host, perf_table, torch_twin, train_layers, train_rss
 from .host import write_json
 
 CHECK_RTOL = 1e-3
@@ -123,8 +134,10 @@ def gpunet_amp_step(model, loss_fn, opt, dev, prec):
     return lambda x, y: engine.train_step(x, y, metrics=False)[0]
 
 
-def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32", prec="fp32"):
-    """{"gpunet": step, "torch": step}: same architecture, same initial weights."""
+def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32", prec="fp32",
+                models_out=None):
+    """{"gpunet": step, "torch": step}: same architecture, same initial weights.
+    `models_out`, a dict, receives the two models (for the per-layer profile)."""
     backend.manual_seed(seed)
     model = w.model().to(dev, dtype=dtype)
     model.train()
@@ -136,6 +149,10 @@ def build_sides(w: Workload, dev, seed: int, with_torch: bool, dtype="float32", 
     opt = optim.SGD(model.parameters(), lr=w.lr, momentum=w.momentum)
     sides["gpunet"] = (gpunet_step(model, losses.SoftmaxCrossEntropy(), opt) if prec == "fp32" else
                        gpunet_amp_step(model, losses.SoftmaxCrossEntropy(), opt, dev, prec), dev)
+    if models_out is not None:
+        models_out["gpunet"] = model
+        if with_torch:
+            models_out["torch"] = tmodel
     return dict(sorted(sides.items()))  # "gpunet" first
 
 
@@ -213,12 +230,36 @@ def time_sides(sides, data, dev, args) -> dict:
             bs = len(data[side][0][1])
             secs = run_segment(sides[side][0], data[side], syncs[side], n_steps[side], r)
             rates[side].append(n_steps[side] * bs / secs)
-    return {s: {"samples_per_s": statistics.median(v), "segments": [round(x, 1) for x in v],
-                "steps_per_segment": n_steps[s]} for s, v in rates.items()}
+    out = {s: {"samples_per_s": statistics.median(v), "segments": [round(x, 1) for x in v],
+               "steps_per_segment": n_steps[s]} for s, v in rates.items()}
+    if "torch" in rates:
+        out["ratio"] = paired_ratios(rates["gpunet"], rates["torch"])
+    return out
+
+
+def spread(values) -> dict:
+    """Median, min, max and quartiles (linear interpolation, as numpy's default) of `values`."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise GpunetValueError(f"bench train: spread expected finite values, got {list(values)!r}")
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"median": float(med), "min": float(v.min()), "max": float(v.max()),
+            "q1": float(q1), "q3": float(q3), "n": int(v.size)}
+
+
+def paired_ratios(gpunet_rates, torch_rates) -> dict:
+    """Per-round gpunet/PyTorch ratios (round r's two segments ran next to each other) and
+    their spread: {"rounds": [...], "median", "min", "max", "q1", "q3", "n"}."""
+    if len(gpunet_rates) != len(torch_rates) or not len(gpunet_rates):
+        raise GpunetValueError(f"bench train: paired ratios expected as many gpunet as PyTorch rounds "
+                               f"(at least 1), got {len(gpunet_rates)} and {len(torch_rates)}")
+    rounds = [g / t for g, t in zip(gpunet_rates, torch_rates)]
+    return {"rounds": [round(r, 4) for r in rounds], **spread(rounds)}
 
 
 def run_workload(w: Workload, dev, args, with_torch: bool) -> dict:
     prec = getattr(args, "precision", "fp32")
+    load_before = host.load_average()
     sides = build_sides(w, dev, args.seed, with_torch, **({} if prec == "fp32" else {"prec": prec}))
     data, what = batches(w, dev, args.pool, args.seed, with_torch)
     check = check_losses(sides, data, args.check_steps, args.check_rtol)
@@ -235,7 +276,12 @@ def run_workload(w: Workload, dev, args, with_torch: bool) -> dict:
         check["ok"] = check["ok"] and row["check_float64"]["ok"]
     if with_torch:
         row["torch"] = timing["torch"]
-        row["ratio"] = timing["gpunet"]["samples_per_s"] / timing["torch"]["samples_per_s"]
+        row["ratio"] = timing["ratio"]["median"]  # median of the paired per-round ratios
+        row["ratio_spread"] = timing["ratio"]
+        row["ratio_of_medians"] = timing["gpunet"]["samples_per_s"] / timing["torch"]["samples_per_s"]
+    if getattr(args, "layers", False):
+        row["layers"] = train_layers.profile(w, dev, args, with_torch, build_sides, batches)
+    row["load_average_before"], row["load_average_after"] = load_before, host.load_average()
     return row
 
 
@@ -273,50 +319,147 @@ def default_out(report: dict) -> str:
 
 
 def print_table(report: dict) -> None:
+    """The ratio table (and the per-layer and RSS tables when measured), as perf_table's rows."""
     from rich.console import Console
     from rich.table import Table
     env = report["environment"]
-    t = Table(title=f"gpunet vs PyTorch training, {env['device']} ({env['device_name']}), "
-                    f"load {report['load_average_before'][:1]}→{report['load_average_after'][:1]}")
-    for col in ("workload", "batch", "gpunet samples/s", "torch samples/s", "gpunet/torch",
-                f"loss check ({report['check_steps']} steps)"):
+    console = Console()
+    console.width = max(console.width, 170)  # pipes default to 80 columns: keep headers whole
+    t = Table(title=f"gpunet vs PyTorch training, {env['device']} ({env['device_name']}); "
+                    f"ratio: median of per-round paired ratios (min–max)")
+    for col in perf_table.MAIN_HEADER + [f"loss check ({report['check_steps']} steps)"]:
         t.add_column(col, justify="right", no_wrap=True)
-    for r in report["results"]:
+    for r, cells in zip(report["results"], perf_table.main_rows(report)):
         c = r["check"]
         verdict = ("no torch" if c["ok"] is None else
                    f"{'ok' if c['ok'] else '[red]FAIL[/red]'} (rel {c['max_rel_diff']:.1e}"
                    + (f"; f64 {r['check_float64']['max_rel_diff']:.0e})" if "check_float64" in r else ")"))
-        torch_rate = f"{r['torch']['samples_per_s']:,.0f}" if "torch" in r else "—"
-        ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "—"
-        t.add_row(r["workload"], str(r["batch_size"]), f"{r['gpunet']['samples_per_s']:,.0f}",
-                  torch_rate, ratio, verdict)
-    console = Console()
-    console.width = max(console.width, 110)  # pipes default to 80 columns: keep headers whole
+        t.add_row(*cells, verdict)
     console.print(t)
+    extra = (("per layer, ms per step (median over steps)", perf_table.LAYER_HEADER,
+              perf_table.layer_rows(report)),
+             ("peak RSS over one epoch, fresh interpreter per side", perf_table.RSS_HEADER,
+              perf_table.rss_rows(report)))
+    for title, header, rows in extra:
+        if rows:
+            t = Table(title=title)
+            for col in header:
+                t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+            for cells in rows:
+                t.add_row(*cells)
+            console.print(t)
+
+
+def parse_threads(value) -> list:
+    """--threads as a list of counts: "2" -> [2], "1,2" -> [1, 2], None -> [None] (leave the
+    libraries' own counts); 0 stands for gpunet train's choice (AUTO_THREADS)."""
+    if value is None:
+        return [None]
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    elif isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    else:
+        items = [value]
+    counts = []
+    for item in items:
+        try:
+            n = int(item) if isinstance(item, str) else item
+        except ValueError:
+            n = item  # refused just below, the entry named
+        try:
+            counts.append(threads.resolve_threads(n))
+        except GpunetError:
+            raise GpunetValueError(f"--threads: expected a comma-separated list of thread counts >= 0 "
+                                   f"(0: gpunet's choice, {threads.AUTO_THREADS}), such as 1,2; "
+                                   f"got {value!r} (bad entry {item!r})") from None
+    repeated = sorted({n for n in counts if counts.count(n) > 1})
+    if repeated:
+        raise GpunetValueError(f"--threads: expected each thread count once (0 means "
+                               f"{threads.AUTO_THREADS}), got {value!r}: {repeated} repeated")
+    return counts
+
+
+def apply_threads(n, with_torch: bool) -> dict:
+    """Give both sides `n` threads (None: leave gpunet's, give PyTorch NumPy's BLAS count);
+    return what is now in effect on each side."""
+    if n is not None:
+        threads.set_threads(n)
+    blas = threads.blas_info()["threads"]
+    info = {"requested": n, "gpunet_blas": blas, "gpunet_workers": threads.workers()}
+    if with_torch:
+        import torch
+        if n is not None:
+            torch.set_num_threads(n)
+        info["torch"] = torch.get_num_threads()
+    return info
+
+
+def check_settings(args) -> list:
+    """Refuse bad or ineffective settings before anything runs; the workload names."""
+    for arg in ("rounds", "warmup", "pool", "check_steps"):
+        minimum = 1 if arg in ("rounds", "pool") else 0
+        value = getattr(args, arg)
+        if value < minimum:
+            raise GpunetValueError(f"--{arg.replace('_', '-')}: expected an int >= {minimum}, got {value}")
+    for flag, needs in (("layer_steps", "layers"), ("rss_samples", "rss")):
+        if getattr(args, flag, None) is not None and not getattr(args, needs, False):
+            raise GpunetValueError(f"--{flag.replace('_', '-')}: only has an effect with --{needs}, "
+                                   f"which was not given")
+    if getattr(args, "layers", False) and (args.layer_steps is not None and args.layer_steps < 1):
+        raise GpunetValueError(f"--layer-steps: expected an int >= 1, got {args.layer_steps}")
+    if getattr(args, "rss_samples", None) is not None and args.rss_samples < 1:
+        raise GpunetValueError(f"--rss-samples: expected an int >= 1, got {args.rss_samples}")
+    if getattr(args, "rss", False) and getattr(args, "precision", "fp32") != "fp32":
+        raise GpunetValueError(f"--rss: measures fp32 runs only, got --precision {args.precision}; "
+                               f"measure peak memory without --precision")
+    if not args.seconds > 0:
+        raise GpunetValueError(f"--seconds: expected a length > 0, got {args.seconds}")
+    names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise GpunetError(f"--workloads: expected names from {sorted(WORKLOADS)}, got {unknown}")
+    rss_samples = getattr(args, "rss_samples", None) if getattr(args, "rss", False) else None
+    small = [n for n in names if rss_samples is not None and rss_samples < WORKLOADS[n].batch_size]
+    if small:
+        raise GpunetValueError(f"--rss-samples: expected at least one batch of each workload "
+                               f"({', '.join(f'{n}: {WORKLOADS[n].batch_size}' for n in small)}), "
+                               f"got {args.rss_samples}")
+    return names
 
 
 def run(args) -> dict:
     dev = backend.device(args.device)
-    if getattr(args, "threads", None) is not None:  # before environment(): PyTorch gets the same count
-        threads.set_threads(args.threads)
+    counts = parse_threads(getattr(args, "threads", None))
+    names = check_settings(args)
+    if counts[0] is not None:  # before environment(): PyTorch gets the same count
+        threads.set_threads(counts[0])
     with_torch = torch_twin.available() and not args.no_torch
     env = environment(dev, with_torch)
     prec = getattr(args, "precision", "fp32")
     if args.check_rtol is None:
         args.check_rtol = CHECK_RTOL if prec == "fp32" else CHECK_RTOL_LOW
-    names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
-    unknown = [n for n in names if n not in WORKLOADS]
-    if unknown:
-        raise GpunetError(f"--workloads: expected names from {sorted(WORKLOADS)}, got {unknown}")
     report = {"benchmark": "bench_train", "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "device": dev.name, "device_name": env["device_name"], "environment": env,
               "torch": with_torch, "load_average_before": host.load_average(),
               "settings": {k: getattr(args, k) for k in ("warmup", "seconds", "rounds", "pool", "seed")},
               "precision": prec,
-              "check_steps": args.check_steps, "check_rtol": args.check_rtol, "results": []}
-    for i, name in enumerate(names):  # a long benchmark says where it is (stderr: stdout stays the table)
-        print(f"bench train: workload {i + 1}/{len(names)}: {name} ...", file=sys.stderr, flush=True)
-        report["results"].append(run_workload(WORKLOADS[name], dev, args, with_torch))
+              "threads": counts, "check_steps": args.check_steps, "check_rtol": args.check_rtol,
+              "results": []}
+    layers, rss = bool(getattr(args, "layers", False)), bool(getattr(args, "rss", False))
+    report["settings"].update(
+        layers=layers, layer_steps=(getattr(args, "layer_steps", None) or train_layers.LAYER_STEPS) if layers else None,
+        rss=rss, rss_samples=getattr(args, "rss_samples", None))
+    cases = [(name, n) for name in names for n in counts]
+    for i, (name, n) in enumerate(cases):  # says where it is (on stderr: stdout stays the table)
+        label = name if n is None else f"{name}, {n} thread{'s' if n > 1 else ''}"
+        print(f"bench train: workload {i + 1}/{len(cases)}: {label} ...", file=sys.stderr, flush=True)
+        info = apply_threads(n, with_torch)
+        row = run_workload(WORKLOADS[name], dev, args, with_torch)
+        row = {"workload": row.pop("workload"), "threads": info["gpunet_workers"], "thread_info": info, **row}
+        if rss:
+            row["peak_rss"] = train_rss.measure(name, dev, n, args, with_torch)
+        report["results"].append(row)
     report["load_average_after"] = host.load_average()
     return report
 
@@ -341,10 +484,28 @@ def parser() -> argparse.ArgumentParser:
                    help="also run the check in float64 (relative 1e-9): the same formulas, not just close")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="time gpunet only")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="BLAS threads for both sides (0: gpunet train's choice, "
-                        f"{threads.AUTO_THREADS}; default: leave the library's own count)")
+    p.add_argument("--threads", type=_threads_arg, default=None, metavar="N[,N...]",
+                   help="threads for both sides, or a comma list to sweep (one row per workload and "
+                        f"count; 0: gpunet train's choice, {threads.AUTO_THREADS}; "
+                        "default: leave the library's own count)")
+    p.add_argument("--layers", action="store_true",
+                   help="also time each top-level layer's forward and backward on both sides")
+    p.add_argument("--layer-steps", type=int, default=None, metavar="N",
+                   help=f"profiled steps per side for --layers (the median is reported; "
+                        f"default {train_layers.LAYER_STEPS})")
+    p.add_argument("--rss", action="store_true",
+                   help="also measure each side's peak RSS over one epoch, each in a fresh interpreter")
+    p.add_argument("--rss-samples", type=int, default=None, metavar="N",
+                   help="samples in the --rss epoch (default: the dataset's training set, 60,000 for "
+                        "MNIST; 50,000 random images otherwise)")
     return p
+
+
+def _threads_arg(text: str) -> list:
+    try:
+        return parse_threads(text)
+    except GpunetError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--threads: ")) from None
 
 
 build_parser = parser
