@@ -44,11 +44,17 @@ def save_safetensors(model, path, metadata: dict | None = None) -> Path:
     """Write the model's parameters and buffers (PyTorch names) to a .safetensors file."""
     _check_model("save_safetensors", model)
     st = _need("safetensors.numpy")
-    tensors = {k: np.ascontiguousarray(backend.to_numpy(v)) for k, v in model.state_dict().items()}
+    tensors = {k: _contiguous(backend.to_numpy(v)) for k, v in model.state_dict().items()}
     meta = {"format": "pt", "producer": "gpunet", **{str(k): str(v) for k, v in (metadata or {}).items()}}
     path = Path(path)
     atomic_write_bytes(path, st.save(tensors, metadata=meta))
     return path
+
+
+def _contiguous(a):
+    """`a` C-contiguous with its own shape (np.ascontiguousarray makes a 0-d array 1-d, so
+    BatchNorm's num_batches_tracked would come back as shape (1,))."""
+    return np.ascontiguousarray(a).reshape(np.shape(a))
 
 
 def load_safetensors(model, path, strict: bool = True):

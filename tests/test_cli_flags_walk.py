@@ -20,9 +20,9 @@ ALT = {"dataset": "mnist", "model": "small_cnn", "hidden": "32", "epochs": 3, "b
        "out": "elsewhere", "name": "mine", "resume": True, "checkpoint_every": 5, "data_root": "/nowhere",
        "devices": "cpu,cpu", "reduce": "sum", "lr_scaling": "linear", "warmup_epochs": 1.0, "threads": 2,
        "schedule": "cosine", "early_stopping": 2, "clip_grad_norm": 1.0, "augment": True, "log": "csv",
-       "accumulate": 4, "precision": "bf16"}
+       "accumulate": 4, "precision": "bf16", "fused": True}
 MODEL_FLAGS = ("hidden", "dropout", "init", "seed", "dtype")
-OPT_FLAGS = ("lr", "momentum", "weight_decay", "optimizer")
+OPT_FLAGS = ("lr", "momentum", "weight_decay", "optimizer", "fused")
 SHAPES = {"mlp": (1, 8, 8), "softmax_regression": (1, 8, 8), "small_cnn": (1, 8, 8), "tf_cifar10_cnn": (3, 24, 24),
           "resnet20": (1, 8, 8), "resnet8": (1, 8, 8)}
 
@@ -74,7 +74,7 @@ def test_optimizer_flag_changes_the_optimizer_or_is_refused(flag, opt):
             continue
         params = _model(base).parameters()
         a, b = recipe.build_optimizer(base, params), recipe.build_optimizer(alt, params)
-        assert (type(a), a.hyper()) != (type(b), b.hyper()), (flag, opt)
+        assert (type(a), a.hyper(), a.fused) != (type(b), b.hyper(), b.fused), (flag, opt)
 
 
 def test_refusals_name_the_flag_the_model_and_why():

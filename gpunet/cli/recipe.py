@@ -58,6 +58,7 @@ class TrainConfig:
     log: str = ""                    # extra epoch logs beside metrics.jsonl: "csv", "tensorboard" or both
     accumulate: int = 1              # run each batch as K micro-batches (gradient accumulation)
     precision: str = "fp32"          # compute precision of matrix products: fp32, tf32, bf16, fp16 (gpunet.precision)
+    fused: bool = False              # fused optimizer step over flat buffers (sgd, adam, adamw; gn.optim fused=True)
 
     def validate(self) -> "TrainConfig":
         finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
@@ -176,11 +177,13 @@ MODEL_SETTINGS = {
     "dropout": ("mlp",),
     "init": ("mlp", "softmax_regression", "small_cnn", "tf_cifar10_cnn", "resnet20", "resnet8"),
 }
-OPTIMIZER_SETTINGS = {"momentum": ("sgd",)}
+OPTIMIZER_SETTINGS = {"momentum": ("sgd",),
+                      "fused": tuple(k for k, c in optim.OPTIMIZERS.items() if c.FUSABLE)}
 WHY_NOT = {  # a short reason per (setting, model or optimizer) pair that is refused
     "hidden": "its layer widths are fixed by the architecture",
     "dropout": "it has no Dropout layer",
     "momentum": "Adam, AdamW, NAdam and RAdam use betas (0.9, 0.999) instead; RMSprop and Adagrad are built without momentum",
+    "fused": "it has no fused step over flat buffers",
 }
 PARALLEL_SETTINGS = ("reduce", "lr_scaling")  # data parallel only: with one replica they change nothing
 ONE_REPLICA_SETTINGS = ("clip_grad_norm", "augment", "early_stopping", "accumulate")  # not yet wired into data parallel: refused there
@@ -193,7 +196,8 @@ def check_applicable(cfg: TrainConfig, given, replicas: int = 1) -> None:
         if name in MODEL_SETTINGS and cfg.model not in MODEL_SETTINGS[name]:
             raise GpunetValueError(f"{flag} does not apply to --model {cfg.model}: {WHY_NOT[name]} "
                                    f"(it applies to {', '.join(MODEL_SETTINGS[name])})")
-        if name in OPTIMIZER_SETTINGS and cfg.optimizer not in OPTIMIZER_SETTINGS[name]:
+        off = name == "fused" and not cfg.fused  # fused = false in a config file asks for nothing
+        if name in OPTIMIZER_SETTINGS and cfg.optimizer not in OPTIMIZER_SETTINGS[name] and not off:
             raise GpunetValueError(f"{flag} does not apply to --optimizer {cfg.optimizer}: {WHY_NOT[name]} "
                                    f"(it applies to {', '.join(OPTIMIZER_SETTINGS[name])})")
         if name == "momentum" and cfg.schedule == "onecycle":
@@ -352,6 +356,8 @@ def build_optimizer(cfg: TrainConfig, params):
     kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer in OPTIMIZER_SETTINGS["momentum"]:
         kw["momentum"] = cfg.momentum
+    if cfg.fused:  # optim.get refuses it for an optimizer without a fused step
+        kw["fused"] = True
     return optim.get(cfg.optimizer, params, **kw)
 
 

@@ -18,8 +18,21 @@ from . import recipe
 
 # Settings a resumed run keeps: changing them would not continue the same run exactly
 # (another model shape, dtype, data order or batch composition).
+# fused: the fused step equals the per-parameter one to rounding, not bit for bit, and their
+# checkpoints are interchangeable; a resumed run keeps the one it started with.
 FROZEN_ON_RESUME = ("dataset", "model", "hidden", "dropout", "init", "dtype", "batch_size", "optimizer",
-                    "seed", "val_fraction")
+                    "seed", "val_fraction", "fused")
+# Settings added after runs were first saved: the value a saved config without them ran with.
+SAVED_BEFORE = {"fused": False}
+
+
+def saved_value(saved: dict, key: str):
+    """`saved[key]`, or the value a config saved before `key` existed implies (KeyError: neither)."""
+    return saved[key] if key in saved else SAVED_BEFORE[key]
+
+
+def has_saved(saved: dict, key: str) -> bool:
+    return key in saved or key in SAVED_BEFORE
 
 
 def explicit_settings(flags, config_file) -> dict:
@@ -32,11 +45,11 @@ def explicit_settings(flags, config_file) -> dict:
 def check_frozen(saved: dict, flags, config_file, source: str) -> None:
     """Refuse a resume that changes a setting in FROZEN_ON_RESUME (before anything is written)."""
     given = explicit_settings(flags, config_file)
-    changed = [f"{k}: {saved[k]!r} in {source}, got {given[k]!r}" for k in FROZEN_ON_RESUME
-               if k in given and k in saved and given[k] != saved[k]]
+    changed = [f"{k}: {saved_value(saved, k)!r} in {source}, got {given[k]!r}" for k in FROZEN_ON_RESUME
+               if k in given and has_saved(saved, k) and given[k] != saved_value(saved, k)]
     if changed:
-        raise GpunetValueError("--resume: a resumed run keeps its model, dtype, batch size, optimizer, data "
-                               "and seed, so it continues exactly; " + "; ".join(changed) +
+        raise GpunetValueError("--resume: a resumed run keeps its model, dtype, batch size, optimizer (and "
+                               "--fused), data and seed, so it continues exactly; " + "; ".join(changed) +
                                ". Drop these flags, or start a new run (without --resume) to change them")
 
 
@@ -70,8 +83,8 @@ def resume_or_restart(cfg, trainer, last, restart, console):
         return restart_or_stop(e, restart, last, console)
     saved = header.get("meta", {}).get("config") if isinstance(header.get("meta"), dict) else None
     if isinstance(saved, dict):  # settings a resumed run keeps: refused even with --restart
-        mismatch = [f"{k}: {saved[k]!r} in the checkpoint, {getattr(cfg, k)!r} now"
-                    for k in FROZEN_ON_RESUME if k in saved and saved[k] != getattr(cfg, k)]
+        mismatch = [f"{k}: {saved_value(saved, k)!r} in the checkpoint, {getattr(cfg, k)!r} now"
+                    for k in FROZEN_ON_RESUME if has_saved(saved, k) and saved_value(saved, k) != getattr(cfg, k)]
         if mismatch:
             raise gn.CheckpointError(f"--resume: {last} was written by a run with other settings; "
                                      + "; ".join(mismatch) + " (a resumed run keeps them). Nothing was changed")

@@ -53,6 +53,8 @@ HELP = {  # one line per flag; the default is appended as the user would type it
     "accumulate": "run each batch as K micro-batches: same step, 1/K of the activation memory",
     "precision": "compute precision of matrix products and convolutions (float32 master weights; "
                  "fp16 with dynamic loss scaling; bf16 needs ml_dtypes)",
+    "fused": "fused optimizer step: parameters, gradients and state in flat buffers, one update per "
+             "parameter group (one CUDA kernel on a GPU); sgd, adam and adamw",
 }
 SHOWN_DEFAULT = {"name": "<dataset>-<model>", "data_root": "$GPUNET_DATA, then the cache",
                  "devices": "one device", "log": "none", "threads": "0"}

@@ -225,13 +225,19 @@ class Module:
 
     # -- state
     def state_dict(self) -> "OrderedDict[str, object]":
-        """Copies of every parameter and buffer, on this module's device, PyTorch-named."""
+        """Copies of every parameter and buffer, on this module's device, PyTorch-named.
+
+        As in PyTorch, a shared module (or a tied Parameter) is named at every position
+        ("0.weight" and "2.weight" of Sequential(lin, relu, lin)); named_parameters() lists
+        it once."""
         out = OrderedDict()
-        for name, p in self.named_parameters():
-            out[name] = p.data.copy()
-        for name, b in self.named_buffers():
-            if b is not None:
-                out[name] = b.copy()
+        targets = self._state_targets()
+        for is_param in (True, False):  # parameters first, then buffers
+            for name, (mod, attr, param) in targets.items():
+                if param == is_param:
+                    value = getattr(mod, attr)
+                    if value is not None:
+                        out[name] = (value.data if param else value).copy()
         return out
 
     def load_state_dict(self, state, strict: bool = True) -> None:
@@ -255,15 +261,19 @@ class Module:
             raise CheckpointError(f"load_state_dict into {type(self).__name__}: expected a dict of arrays, "
                                   f"got {type(state).__name__}")
         targets = self._state_targets()
+        # One array under several names (a shared module, a tied Parameter): given under any
+        # of them it loads; given under two, the values must agree.
+        array_of = {k: _array_id(mod, attr, is_param) for k, (mod, attr, is_param) in targets.items()}
+        given = {array_of[k] for k in targets if k in state}
         problems = []
         if strict:
-            missing = [k for k in targets if k not in state]
+            missing = [k for k in targets if k not in state and array_of[k] not in given]
             unexpected = [k for k in state if k not in targets]
             if missing:
                 problems.append(f"missing keys {missing}")
             if unexpected:
                 problems.append(f"unexpected keys {unexpected}")
-        staged = []
+        staged, first = [], {}
         for key, (mod, attr, is_param) in targets.items():
             if key not in state:
                 continue
@@ -272,7 +282,12 @@ class Module:
             problem, value = _stage(key, state[key], current)
             if problem:
                 problems.append(problem)
+            elif array_of[key] in first:
+                k0, v0 = first[array_of[key]]
+                if not np.array_equal(v0, value):
+                    problems.append(f"keys {k0} and {key} name one shared array, got different values")
             else:
+                first[array_of[key]] = (key, value)
                 staged.append((mod, attr, is_param, value))
         if problems:
             raise CheckpointError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
@@ -301,6 +316,12 @@ class Module:
             body = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
+
+
+def _array_id(mod, attr, is_param):
+    """What a state-dict key loads into: a Parameter (maybe registered in several modules) or
+    one module's buffer (maybe at several positions)."""
+    return id(mod._params[attr]) if is_param else (id(mod), attr)
 
 
 def _stage(key, value, current):

@@ -6,6 +6,7 @@ same Parameter.grad, so the gradient is the sum over the uses. What each use's b
 needs (the per-call cache a layer keeps in plain attributes, and the scratch arrays that
 cache may point into) is saved per position after that use's forward and put back
 before that use's backward. Parameters, buffers and child modules are not part of it.
+The state dict names the module at every position, as PyTorch's does (Module.state_dict).
 """
 from __future__ import annotations
 
