@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import DeviceError, ShapeError
+from . import _jit
 from ._chunks import over_batch
 from ._layer import Layer, boolean, positive_int, real
 from .module import Parameter
@@ -72,6 +73,9 @@ class _BatchNorm(Layer):
     def forward(self, x):
         self._check_input(x)
         xp = backend.xp_of(x)
+        jk = None if backend.is_cupy_array(x) else _jit.kernels()
+        if jk is not None:
+            x = np.ascontiguousarray(x)
         bshape = (1, self.num_features) + (1,) * (x.ndim - 2)  # broadcasts over the batch axes
         n = x.size // self.num_features
         batch_stats = self.training or not self.track_running_stats
@@ -79,7 +83,7 @@ class _BatchNorm(Layer):
             if n < 2:
                 raise ShapeError(f"{self!r} expected more than 1 value per channel in training mode, "
                                  f"got input {tuple(x.shape)}")
-            mean, var, xk, mk = self._batch_moments(xp, x, n, bshape)
+            mean, var, xk, mk = self._batch_moments(xp, x, n, bshape, jk)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, n)
         else:
@@ -93,6 +97,11 @@ class _BatchNorm(Layer):
         scale_b = scale.reshape(bshape).astype(x.dtype, copy=False)
         shift_b = shift.reshape(bshape).astype(x.dtype, copy=False)
         y = xp.empty(x.shape, dtype=x.dtype)
+        if jk is not None:  # compiled: one pass
+            x3, y3, sc, sh = _rows(xk), _rows(y), scale_b.reshape(-1), shift_b.reshape(-1)
+            over_batch(x, lambda lo, hi: jk.bn_affine(x3, sc, sh, y3, lo, hi))
+            self._cache = (xk, mk, rstd.astype(x.dtype, copy=False), batch_stats)
+            return y
 
         def normalise(lo, hi):
             out = xp.multiply(xk[lo:hi], scale_b, out=y[lo:hi])
@@ -102,15 +111,28 @@ class _BatchNorm(Layer):
         self._cache = (xk, mk, rstd.astype(x.dtype, copy=False), batch_stats)
         return y
 
-    def _batch_moments(self, xp, x, n, bshape):
+    def _batch_moments(self, xp, x, n, bshape, jk=None):
         """(mean, var, xk, mk): the batch statistics and what backward keeps, xk − mk = x − mean.
 
+        Compiled (gpunet[cpu]): one pass of shifted sums in float64, stable for any mean.
         CPU: one pass of per-row sums Σx and Σx² (combined in float64), keeping x itself
         (xk = x, mk = mean). var = E[x²] − mean² loses about log10(E[x²]/var) digits, so
         when a channel's |mean| is large against its spread (E[x²] > _ONE_PASS_RATIO·var)
         the two-pass form below runs instead. GPU, and that fallback: mean first, then
         xc = x − mean in a reused buffer and var = Σxc²/n (xk = xc, mk = 0).
         """
+        if jk is not None:  # compiled: Σ(x − K), Σ(x − K)² in float64, K = each channel's first value
+            x3 = _rows(x)
+            K = x3[0, :, 0].astype(np.float64)
+
+            def part(lo, hi):
+                s = np.empty((2, x3.shape[1]))
+                jk.bn_sums(x3, K, s[0], s[1], lo, hi)
+                return s
+
+            s = sum(over_batch(x, part)) / n
+            mean, var = K + s[0], np.maximum(s[1] - s[0] * s[0], 0.0)
+            return mean.astype(x.dtype), var.astype(x.dtype), x, mean.astype(x.dtype)
         if not backend.is_cupy_array(x):
             s1, s2 = _channel_sums(xp, x, x, squares=True)
             mean = s1 / n
@@ -138,8 +160,21 @@ class _BatchNorm(Layer):
         self._check_dy(dy, xk.shape)
         xp = backend.xp_of(dy)
         bshape = (1, self.num_features) + (1,) * (dy.ndim - 2)
-        db, sxy = _channel_sums(xp, dy, xk)
-        dw = (sxy - mk * db) * rstd                   # Σ dy·x_hat, x_hat = (xk − mk)·rstd
+        jk = None if backend.is_cupy_array(dy) else _jit.kernels()
+        if jk is not None:  # compiled: Σ dy and Σ dy·(xk − mk) in one pass, float64
+            dy = np.ascontiguousarray(dy)
+            d3, x3, m64 = _rows(dy), _rows(xk), mk.astype(np.float64)
+
+            def part(lo, hi):
+                s = np.empty((2, x3.shape[1]))
+                jk.bn_grad_sums(d3, x3, m64, s[0], s[1], lo, hi)
+                return s
+
+            db, dw = sum(over_batch(dy, part))
+            dw = dw * rstd
+        else:
+            db, sxy = _channel_sums(xp, dy, xk)
+            dw = (sxy - mk * db) * rstd               # Σ dy·x_hat, x_hat = (xk − mk)·rstd
         db, dw = db.astype(dy.dtype, copy=False), dw.astype(dy.dtype, copy=False)
         if self.affine:
             self.weight.grad += dw
@@ -149,12 +184,20 @@ class _BatchNorm(Layer):
             scale = rstd
         scale_b = scale.reshape(bshape)
         dx = xp.empty(dy.shape, dtype=dy.dtype)
+        n = dy.size // self.num_features
+        if jk is not None:  # compiled: dx = scale·dy − scale·k·(xk − mk) − scale·db/n in one pass
+            k = rstd * dw / n if trained else xp.zeros_like(scale)
+            c = -scale * db / n if trained else xp.zeros_like(scale)
+            a, b = scale.astype(dy.dtype), (-scale * k).astype(dy.dtype)
+            m, c = mk.astype(dy.dtype), c.astype(dy.dtype)
+            x3, d3, dx3 = _rows(xk), _rows(dy), _rows(dx)
+            over_batch(dy, lambda lo, hi: jk.bn_grad_input(d3, x3, a, b, m, c, dx3, lo, hi))
+            return dx
         if not trained:
             over_batch(dy, lambda lo, hi: xp.multiply(dy[lo:hi], scale_b, out=dx[lo:hi]))
             return dx
         # dx = scale·(dy − db/n − x_hat·dw/n) = scale·(dy − (xk·k + (db/n − mk·k))), k = rstd·dw/n:
         # four passes, over batch chunks on the CPU threads.
-        n = dy.size // self.num_features
         k = rstd * dw / n
         k_b, c_b = k.reshape(bshape), (db / n - mk * k).reshape(bshape)
 

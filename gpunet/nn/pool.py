@@ -23,6 +23,8 @@ import numpy as np
 from .. import backend
 from ..errors import GpunetValueError
 from ..ops import relu as relu_ops
+from . import _jit
+from ._chunks import over_batch
 from ._layer import Layer, boolean, int_pair
 from ._window import crop_hw, offset_view, pad_hw
 
@@ -85,11 +87,17 @@ class _Pool2d(Layer):
 class MaxPool2d(_Pool2d):
     """Max over each (kh, kw) window; stride defaults to kernel_size. (N, C, H, W) -> (N, C, Ho, Wo).
 
-    Forward is a chain of `maximum`s over the kh·kw offset views and keeps (x, y): x is
-    usually kept by the layer before anyway (ReLU keeps its output), so this costs no
-    memory, and a forward-only pass never pays for an argmax. Backward finds each
-    window's first maximum offset by offset (the first offset equal to y wins and is masked out for the
-    later ones), which is cheaper than tracking an argmax with masked copies in forward.
+    CPU: the window max is separable, a max over each window's columns (kw − 1 `maximum`s
+    over strided column views, every padded row) then over its rows (kh − 1 over row
+    views), ~2× fewer and cheaper passes than one per kernel offset. In training it also
+    tracks where each window's first maximum lies (an int32 offset in the window), and
+    backward is one scatter-add of dy to those elements (np.add.at: exact where windows
+    overlap), over batch chunks on the CPU threads. Forward and backward, not the
+    strided masked copies of the general path. Row-major first maximum wins ties: the
+    first row holding the maximum, then its first column (what the column pass tracked).
+    GPU: a chain of `maximum`s over the kh·kw offset views, and backward finds each
+    window's first maximum offset by offset from the kept (x, y) (the first offset equal
+    to y wins and is masked out for the later ones).
     A window holding NaN has y = NaN and routes no gradient.
     """
 
@@ -97,14 +105,26 @@ class MaxPool2d(_Pool2d):
         Ho, Wo = self._geometry(x)
         xp = backend.xp_of(x)
         xpad = pad_hw(x, *self.padding, -np.inf, *self._overhang(x.shape, Ho, Wo))
-        y = None
-        for _, (i, j) in self._offsets():
-            s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
-            if y is None:
-                y = xp.array(s, copy=True, order="C")  # never a view of x: y is updated in place
-            else:
-                xp.maximum(y, s, out=y)
-        self._cache = (xpad, y, x.shape, x)  # references only: no copy
+        jk = None if backend.is_cupy_array(x) else _jit.kernels()
+        if jk is not None:  # compiled: y and each window's argmax in one pass, no padded copy
+            xc = np.ascontiguousarray(x)
+            y = np.empty((*x.shape[:2], Ho, Wo), dtype=x.dtype)
+            arg = np.empty(y.shape, dtype=np.int32)
+            over_batch(x, lambda lo, hi: jk.maxpool_forward(xc, y, arg, *self.kernel_size, *self.stride,
+                                                             *self.padding, lo, hi))
+            self._cache = (xc, y, x.shape, x, (jk, arg))
+            return y
+        if backend.is_cupy_array(x):
+            y = None
+            for _, (i, j) in self._offsets():
+                s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
+                if y is None:
+                    y = xp.array(s, copy=True, order="C")  # never a view of x: y is updated in place
+                else:
+                    xp.maximum(y, s, out=y)
+        else:
+            y = _cpu_window_max(xpad, self.kernel_size, self.stride, Ho, Wo)
+        self._cache = (xpad, y, x.shape, x, None)  # references only: no copy of x
         return y
 
     def _tiles(self, x_shape):
@@ -131,8 +151,17 @@ class MaxPool2d(_Pool2d):
         return self.backward(relu_ops.relu_backward(dy, y))
 
     def backward(self, dy, need_input_grad=True):
-        xpad, y, x_shape, _ = self._saved()
+        xpad, y, x_shape, _, compiled = self._saved()
         self._check_dy(dy, y.shape)
+        if compiled is not None:
+            jk, arg = compiled
+            dy = np.ascontiguousarray(dy)
+            dx = np.empty(x_shape, dtype=dy.dtype)
+            dx3 = dx.reshape(x_shape[0], x_shape[1], -1)
+            over_batch(dy, lambda lo, hi: jk.maxpool_backward(dy, arg, dx3, lo, hi))
+            return dx
+        if not backend.is_cupy_array(dy):
+            return self._backward_cpu(dy, xpad, y, x_shape)
         xp = backend.xp_of(dy)
         ph, pw = self.padding
         N, C, H, W = x_shape
@@ -157,6 +186,93 @@ class MaxPool2d(_Pool2d):
                 xp.multiply(dy, win, out=routed)
                 view += routed
         return crop_hw(dxpad, ph, pw, H, W)
+
+    def _backward_cpu(self, dy, xpad, y, x_shape):
+        """dx by one scatter-add of dy to each window's first maximum (np.add.at, exact
+        where windows overlap), over batch chunks."""
+        nan = np.isnan(y)
+        if nan.any():  # NaN windows route nothing
+            dy = np.where(nan, 0, dy).astype(dy.dtype, copy=False)
+        dy = np.ascontiguousarray(dy)
+        base = self._window_origins(xpad.shape, y.shape)
+        dxpad = np.zeros(xpad.shape, dtype=dy.dtype)
+        flat = dxpad.reshape(-1)
+
+        def scatter(lo, hi):  # chunks write disjoint images of dx
+            idx = np.add(base[lo:hi], _cpu_first_max(xpad, y, self.kernel_size, self.stride, lo, hi),
+                         dtype=np.intp)
+            np.add.at(flat, idx.reshape(-1), dy[lo:hi].reshape(-1))
+
+        over_batch(dy, scatter)
+        ph, pw = self.padding
+        return crop_hw(dxpad, ph, pw, *x_shape[2:])
+
+    def _window_origins(self, pad_shape, y_shape):
+        """Flat index into the padded input of each window's top-left element, (N, C, Ho, Wo)
+        intp; kept between steps (it depends on the shapes only)."""
+        key = (tuple(pad_shape), tuple(y_shape), self.stride)
+        cached = self.__dict__.get("_origins")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        N, C, Hp, Wp = pad_shape
+        Ho, Wo = y_shape[2:]
+        sh, sw = self.stride
+        base = (np.arange(N * C, dtype=np.intp).reshape(N, C, 1, 1) * (Hp * Wp)
+                + (np.arange(Ho, dtype=np.intp) * (sh * Wp)).reshape(Ho, 1)
+                + np.arange(Wo, dtype=np.intp) * sw)
+        object.__setattr__(self, "_origins", (key, base))
+        return base
+
+
+def _cpu_window_max(xpad, kernel, stride, Ho, Wo):
+    """Each window's max, separably: over each row's kw columns (kw − 1 `maximum`s of
+    strided column views, every padded row), then over kh rows; over batch chunks."""
+    (kh, kw), (sh, sw) = kernel, stride
+    N, C = xpad.shape[:2]
+    y = np.empty((N, C, Ho, Wo), dtype=xpad.dtype)
+
+    def chunk(lo, hi):
+        xs = xpad[lo:hi]
+        cols = [xs[..., j:j + sw * (Wo - 1) + 1:sw] for j in range(kw)]
+        mw = np.maximum(cols[0], cols[1]) if kw > 1 else np.ascontiguousarray(cols[0])
+        for j in range(2, kw):
+            np.maximum(mw, cols[j], out=mw)
+        rows = [mw[:, :, i:i + sh * (Ho - 1) + 1:sh] for i in range(kh)]
+        out = y[lo:hi]
+        if kh > 1:
+            np.maximum(rows[0], rows[1], out=out)
+        else:
+            np.copyto(out, rows[0])
+        for i in range(2, kh):
+            np.maximum(out, rows[i], out=out)
+
+    over_batch(xpad, chunk)
+    return y
+
+
+def _cpu_first_max(xpad, y, kernel, stride, lo, hi):
+    """For the images lo:hi: the offset r·Wp + c in the padded plane, from each window's
+    top-left element, of its first maximum in row-major order (int32, y's shape).
+
+    With weights K − k (K = kh·kw) on the matches x_k == y of offsets k = 0, 1, ..., the
+    largest weighted match is the first one: a running `maximum` of uint8/int16 arrays
+    instead of masked writes (which NumPy does not vectorise)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    K, Wp = kh * kw, xpad.shape[-1]
+    Ho, Wo = y.shape[2:]
+    code_t = np.uint8 if K < 256 else np.int32
+    yc, xs = y[lo:hi], xpad[lo:hi]
+    best = np.zeros(yc.shape, dtype=code_t)
+    for k in range(K):
+        i, j = divmod(k, kw)
+        hit = np.equal(offset_view(xs, i, j, Ho, Wo, sh, sw), yc)
+        w = hit.view(np.uint8) if code_t == np.uint8 else hit.astype(code_t)
+        if K - k > 1:
+            w *= K - k
+        np.maximum(best, w, out=best)
+    # best = K − k of the first match (0 where none: a NaN window, whose dy is zeroed)
+    table = np.array([0] + [(K - b) // kw * Wp + (K - b) % kw for b in range(1, K + 1)], dtype=np.int32)
+    return np.take(table, best)
 
 
 class AvgPool2d(_Pool2d):
