@@ -15,6 +15,7 @@ from __future__ import annotations
 from .. import backend
 from ..errors import GpunetValueError
 from ..ops import relu as relu_ops
+from ._chunks import over_batch
 from ._layer import Layer, boolean, real
 
 
@@ -28,7 +29,12 @@ class ReLU(Layer):
 
     def forward(self, x):
         self._check_float(x)
-        y = backend.xp_of(x).maximum(x, 0)
+        xp = backend.xp_of(x)
+        if x.ndim == 0:
+            y = xp.maximum(x, 0)
+        else:  # over batch chunks on the CPU threads (one call on the GPU)
+            y = xp.empty(x.shape, dtype=x.dtype)
+            over_batch(x, lambda lo, hi: xp.maximum(x[lo:hi], 0, out=y[lo:hi]))
         self._cache = (relu_ops.relu_pack_mask(y) if self.mask else y, y.shape)
         return y
 
