@@ -11,9 +11,13 @@ backward (train), with Σ over the batch axes of channel c:
     db = Σ dy,  dw = Σ dy·x_hat
     dx = weight·rstd · (dy − db/n − x_hat·dw/n)
 backward (eval): dx = weight·rstd·dy (the statistics are constants).
-Kept for backward: xc = x − mean and rstd (per channel); x_hat = xc·rstd is never stored,
-which saves a pass each way (forward computes y = xc·(weight·rstd) + bias). xc lives in a
-buffer the layer reuses from step to step (see Layer._scratch).
+Kept for backward: xk, mk with xk − mk = x − mean, and rstd (per channel); x_hat is never
+stored, which saves a pass each way (y = xk·scale + (bias − mk·scale), scale = weight·rstd).
+On the CPU xk is x itself (nothing copied; one pass of statistics, see _batch_moments, and
+the element-wise passes over batch chunks on gpunet's CPU threads; with gpunet[cpu] the
+compiled loops of _jit.py do forward and backward in two passes each). On the GPU, and
+on the CPU when |mean| ≫ std, xk = x − mean (two-pass statistics) in a buffer the layer
+reuses from step to step (see Layer._scratch) and mk = 0.
 momentum=None gives the cumulative average over num_batches_tracked batches.
 track_running_stats=False keeps no running statistics (no buffers, as in PyTorch): batch
 statistics in training and in eval mode alike.

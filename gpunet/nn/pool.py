@@ -12,9 +12,11 @@ window would start in the bottom padding; the last windows may run past the padd
 the input is padded by the overhang too (−inf or 0), and AvgPool2d's n counts only the
 part of each window inside the padded input (as PyTorch does).
 
-Both loop over the kh·kw kernel offsets with strided slices (see _window.py), so
-overlapping windows (e.g. 3×3 stride 2) accumulate exactly in backward. MaxPool keeps
-x and y (no argmax: backward finds the first maximum per window; see MaxPool2d).
+AvgPool2d (and MaxPool2d on the GPU) loop over the kh·kw kernel offsets with strided
+slices (see _window.py), so overlapping windows (e.g. 3×3 stride 2) accumulate exactly
+in backward. MaxPool2d there keeps x and y (backward finds the first maximum per window).
+CPU: MaxPool2d runs the compiled loops of _jit.py (gpunet[cpu]) or its NumPy twin
+(a separable max, and backward as a scatter-add to the first maxima), over batch chunks.
 """
 from __future__ import annotations
 
@@ -87,18 +89,20 @@ class _Pool2d(Layer):
 class MaxPool2d(_Pool2d):
     """Max over each (kh, kw) window; stride defaults to kernel_size. (N, C, H, W) -> (N, C, Ho, Wo).
 
-    CPU: the window max is separable, a max over each window's columns (kw − 1 `maximum`s
-    over strided column views, every padded row) then over its rows (kh − 1 over row
-    views), ~2× fewer and cheaper passes than one per kernel offset. In training it also
-    tracks where each window's first maximum lies (an int32 offset in the window), and
-    backward is one scatter-add of dy to those elements (np.add.at: exact where windows
-    overlap), over batch chunks on the CPU threads. Forward and backward, not the
-    strided masked copies of the general path. Row-major first maximum wins ties: the
-    first row holding the maximum, then its first column (what the column pass tracked).
-    GPU: a chain of `maximum`s over the kh·kw offset views, and backward finds each
-    window's first maximum offset by offset from the kept (x, y) (the first offset equal
-    to y wins and is masked out for the later ones).
-    A window holding NaN has y = NaN and routes no gradient.
+    Ties go to the first maximum in row-major window order. A window holding NaN has
+    y = NaN and routes no gradient. Three paths behind the one API:
+    - CPU, compiled (gpunet[cpu]): one pass gives y and each window's argmax (int32, kept);
+      backward zeroes dx and adds dy at the argmaxes. No padded copy of x.
+    - CPU, NumPy: y separably, the max over each row's kw columns (strided column views)
+      then over kh rows, ~2× fewer passes than one per kernel offset. Backward finds each
+      window's first maximum (x == y offset by offset, weighted so a running `maximum`
+      keeps the first) and scatter-adds dy there with np.add.at, exact where windows
+      overlap, instead of masked strided copies.
+    - GPU: a chain of `maximum`s over the kh·kw offset views keeping (x, y): x is usually
+      kept by the layer before anyway (ReLU keeps its output), so this costs no memory.
+      Backward finds each window's first maximum offset by offset (the first offset equal
+      to y wins and is masked out for the later ones).
+    All CPU passes run over batch chunks on gpunet's CPU threads (gpunet.threads).
     """
 
     def forward(self, x):
