@@ -208,3 +208,16 @@ def test_relu_forward_and_backward_over_two_threads(two_threads):
     d0 = dy.copy()
     assert gn.ops.relu_backward(dy, y, out=dy) is dy  # in place, chunk by chunk
     np.testing.assert_array_equal(dy, np.where(x > 0, d0, 0))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 9])
+def test_lrn_window_sum_into_out_equals_the_plain_sum(size):
+    from gpunet.nn.lrn import _window_sum
+    a = np.random.default_rng(size).standard_normal((2, 11, 3))
+    before, after = size // 2, (size - 1) // 2
+    pad = np.pad(a, ((0, 0), (before, after), (0, 0)))
+    want = sum(pad[:, o:o + 11] for o in range(size))
+    out = np.full_like(a, np.nan)
+    assert _window_sum(np, a, before, after, size, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(_window_sum(np, a, before, after, size), want, rtol=1e-14, atol=1e-14)
