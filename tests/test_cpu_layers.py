@@ -125,6 +125,24 @@ def test_maxpool_nan_window_routes_nothing_and_eval_forward_still_has_a_backward
     assert dx.sum() == y.size - 1 and (dx[1, 0, 1::2, 1::2] == 1).all()
 
 
+@pytest.mark.parametrize("pool", [lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True)])
+def test_relu_then_maxpool_fused_forward_equals_the_two_layers(path, pool):
+    rng = np.random.default_rng(9)
+    x = rng.integers(-3, 3, size=(3, 2, 7, 6)).astype(np.float32)  # ties, zeros, all-negative windows
+    x[0, 0, :2, :2] = -1.0
+    fused = nn.Sequential(nn.ReLU(), pool())
+    relu, mp = nn.ReLU(), pool()
+    assert fused[1].fuses_forward_with(fused[0]) == (path == "compiled")
+    y = fused.forward(x)
+    want = mp.forward(relu.forward(x))
+    np.testing.assert_array_equal(y, want)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(fused.backward(dy), relu.backward(mp.backward(dy)))
+    # each layer's own backward still works after the fused forward
+    np.testing.assert_array_equal(fused[0].backward(fused[1].backward(dy)), relu.backward(mp.backward(dy)))
+    assert not fused[1].fuses_forward_with(nn.ReLU(mask=True)) and not fused[1].fuses_forward_with(nn.Tanh())
+
+
 def test_relu_then_maxpool_fused_backward_on_both_paths(path):
     rng = np.random.default_rng(4)
     x = rng.integers(-3, 3, size=(2, 3, 6, 6)).astype(np.float32)

@@ -45,8 +45,17 @@ class ReLU(Layer):
             return relu_ops.relu_backward_mask(dy, kept)
         return relu_ops.relu_backward(dy, kept)
 
+    def forward_deferred(self, x):
+        """Checks x and keeps it for backward (dx = dy·(x > 0), the same select as y > 0)
+        without computing y: the layer after applies max(·, 0) itself (MaxPool2d.forward_fused).
+        Returns x."""
+        self._check_float(x)
+        self._cache = (x, x.shape)
+        return x
+
     def keeps_relu_output(self, y) -> bool:
-        """True when y is the output this ReLU keeps (not with mask=True: it keeps bits)."""
+        """True when y is the array this ReLU keeps for backward: its output, or its input
+        after forward_deferred (not with mask=True: it keeps bits)."""
         cache = self.__dict__.get("_cache")
         return not self.mask and cache is not None and cache[0] is y
 

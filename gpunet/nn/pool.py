@@ -137,6 +137,24 @@ class MaxPool2d(_Pool2d):
         return (self.stride == self.kernel_size and self.padding == (0, 0)
                 and H % kh == 0 and W % kw == 0)
 
+    def fuses_forward_with(self, prev) -> bool:
+        """True on the CPU's compiled path after a ReLU that keeps a float array (not mask=True):
+        max(·, 0) commutes with the window max, so pooling first saves the ReLU's full-size pass."""
+        return (getattr(prev, "forward_deferred", None) is not None and not getattr(prev, "mask", True)
+                and not prev.device.is_gpu and _jit.kernels() is not None)
+
+    def forward_fused(self, prev, x):
+        """prev.forward then self.forward for the ReLU `prev`: the pool of x, then max(·, 0) at the
+        pooled size. Each window's first maximum of x is the one of relu(x) wherever that max
+        is > 0, and elsewhere the fused backward routes nothing (see backward_fused): the
+        outputs and gradients equal the two layers run in sequence."""
+        x = prev.forward_deferred(x)
+        y = self.forward(x)
+        if self._cache[4] is None:  # not the compiled path (a device change between the checks)
+            return self.forward(prev.forward(x))
+        over_batch(y, lambda lo, hi: np.maximum(y[lo:hi], 0, out=y[lo:hi]))
+        return y
+
     def fuses_backward_with(self, prev) -> bool:
         """True when this pool's last input is the ReLU output that `prev` keeps."""
         cache = self.__dict__.get("_cache")
