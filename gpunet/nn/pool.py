@@ -108,7 +108,6 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         Ho, Wo = self._geometry(x)
         xp = backend.xp_of(x)
-        xpad = pad_hw(x, *self.padding, -np.inf, *self._overhang(x.shape, Ho, Wo))
         jk = None if backend.is_cupy_array(x) else _jit.kernels()
         if jk is not None:  # compiled: y and each window's argmax in one pass, no padded copy
             xc = np.ascontiguousarray(x)
@@ -118,6 +117,7 @@ class MaxPool2d(_Pool2d):
                                                              *self.padding, lo, hi))
             self._cache = (xc, y, x.shape, x, (jk, arg))
             return y
+        xpad = pad_hw(x, *self.padding, -np.inf, *self._overhang(x.shape, Ho, Wo))
         if backend.is_cupy_array(x):
             y = None
             for _, (i, j) in self._offsets():
