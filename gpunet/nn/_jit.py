@@ -21,6 +21,7 @@ constant trip counts unroll, ~3× faster than runtime ones).
 """
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -122,13 +123,15 @@ def _build():
                 for j in range(L):
                     dx[n, c, j] = ac * dy[n, c, j] + bc * (x[n, c, j] - mc) + dc
 
-    forwards = {}
+    forwards, lock = {}, threading.Lock()
 
     def maxpool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, lo, hi):
         key = (kh, kw)  # one compiled loop per kernel size: constant trip counts unroll (~3× faster)
-        if key not in forwards:
-            forwards[key] = _maxpool_forward_for(numba, kh, kw)
-        forwards[key](x, y, arg, sh, sw, ph, pw, lo, hi)
+        loop = forwards.get(key)
+        if loop is None:
+            with lock:  # batch chunks arrive together on the first call: compile once
+                loop = forwards.get(key) or forwards.setdefault(key, _maxpool_forward_for(numba, kh, kw))
+        loop(x, y, arg, sh, sw, ph, pw, lo, hi)
 
     return types.SimpleNamespace(maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward,
                                  bn_sums=bn_sums, bn_affine=bn_affine, bn_grad_sums=bn_grad_sums,
