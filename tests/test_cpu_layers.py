@@ -239,3 +239,19 @@ def test_lrn_window_sum_into_out_equals_the_plain_sum(size):
     assert _window_sum(np, a, before, after, size, out=out) is out
     np.testing.assert_allclose(out, want, rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(_window_sum(np, a, before, after, size), want, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_is_the_same_select_on_both_paths(path, dtype):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((6, 3, 5)).astype(dtype)
+    x[0, 0, :3] = [0.0, -0.0, np.nan]
+    dy = rng.standard_normal((6, 3, 10)).astype(dtype)[..., ::2]  # a strided view
+    dy[0, 0, :3] = [np.inf, np.nan, -np.inf]
+    dy[1, 1] = -0.0
+    layer = nn.ReLU()
+    layer.forward(x)
+    dx = layer.backward(dy)
+    want = np.where(np.maximum(x, 0) > 0, dy, dtype(0))
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx.view(f"i{dx.itemsize}"), want.view(f"i{dx.itemsize}"))  # bit for bit

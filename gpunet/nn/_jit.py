@@ -1,4 +1,4 @@
-"""Compiled CPU loops for MaxPool2d and BatchNorm, with Numba (the optional extra gpunet[cpu]).
+"""Compiled CPU loops for MaxPool2d, BatchNorm and ReLU's backward, with Numba (the optional extra gpunet[cpu]).
 
 NumPy runs each element-wise step as its own pass over memory, and its strided and
 masked passes (a window's columns, a select) run at 1–3 ns an element. These loops do
@@ -10,6 +10,7 @@ a layer's work in the fewest passes that its data flow allows:
     bn_affine         y = x·scale[c] + shift[c]
     bn_grad_sums      Σ dy and Σ dy·(x − mean) per channel in float64
     bn_grad_input     dx = a[c]·dy + b[c]·(x − mean[c]) + d[c]
+    relu_backward     dx = dy where y > 0, else +0 (one pass; the NumPy select takes three)
 
 Each takes a batch range [lo, hi) and releases the GIL (nogil), so the layers run them
 over batch chunks on gpunet's CPU threads (gpunet.threads), like their NumPy passes.
@@ -133,7 +134,15 @@ def _build():
                 loop = forwards.get(key) or forwards.setdefault(key, _maxpool_forward_for(numba, kh, kw))
         loop(x, y, arg, sh, sw, ph, pw, lo, hi)
 
-    return types.SimpleNamespace(maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward,
+    @jit
+    def relu_backward(dy, y, dx, lo, hi):
+        zero = dx.dtype.type(0)
+        for n in range(lo, hi):
+            for k in range(dy.shape[1]):
+                dx[n, k] = dy[n, k] if y[n, k] > 0 else zero   # a select: NaN·0 never leaks
+
+    return types.SimpleNamespace(relu_backward=relu_backward,
+                                 maxpool_forward=maxpool_forward, maxpool_backward=maxpool_backward,
                                  bn_sums=bn_sums, bn_affine=bn_affine, bn_grad_sums=bn_grad_sums,
                                  bn_grad_input=bn_grad_input, numba_version=numba.__version__)
 

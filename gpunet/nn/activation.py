@@ -8,13 +8,16 @@
     LogSoftmax: y = x − max − log Σ e^(x − max) dx = dy − e^y · Σ dy       keeps y (along `axis`)
 
 ReLU's backward runs through `gpunet.ops.relu` (a CUDA kernel on GPU, its NumPy twin on
-CPU). Any input shape works; the input must be float32 or float64.
+CPU), or on the CPU with gpunet[cpu] through the one-pass compiled loop of nn/_jit.py. Any input shape works; the input must be float32 or float64.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from .. import backend
 from ..errors import GpunetValueError
 from ..ops import relu as relu_ops
+from . import _jit
 from ._chunks import over_batch
 from ._layer import Layer, boolean, real
 
@@ -43,6 +46,13 @@ class ReLU(Layer):
         self._check_dy(dy, shape)
         if self.mask:
             return relu_ops.relu_backward_mask(dy, kept)
+        jk = None if backend.is_cupy_array(dy) or dy.ndim == 0 else _jit.kernels()
+        if jk is not None and dy.dtype == kept.dtype:  # compiled (gpunet[cpu]): one pass
+            dy, kept = np.ascontiguousarray(dy), np.ascontiguousarray(kept)
+            dx = np.empty(dy.shape, dtype=dy.dtype)
+            d2, y2, x2 = (a.reshape(a.shape[0], -1) for a in (dy, kept, dx))
+            over_batch(dy, lambda lo, hi: jk.relu_backward(d2, y2, x2, lo, hi))
+            return dx
         return relu_ops.relu_backward(dy, kept)
 
     def forward_deferred(self, x):
