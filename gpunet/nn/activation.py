@@ -8,13 +8,17 @@
     LogSoftmax: y = x − max − log Σ e^(x − max) dx = dy − e^y · Σ dy       keeps y (along `axis`)
 
 ReLU's backward runs through `gpunet.ops.relu` (a CUDA kernel on GPU, its NumPy twin on
-CPU). Any input shape works; the input must be float32 or float64.
+CPU), or on the CPU with gpunet[cpu] through the one-pass compiled loop of nn/_jit.py. Any input shape works; the input must be float32 or float64.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from .. import backend
 from ..errors import GpunetValueError
 from ..ops import relu as relu_ops
+from . import _jit
+from ._chunks import over_batch
 from ._layer import Layer, boolean, real
 
 
@@ -28,7 +32,12 @@ class ReLU(Layer):
 
     def forward(self, x):
         self._check_float(x)
-        y = backend.xp_of(x).maximum(x, 0)
+        xp = backend.xp_of(x)
+        if x.ndim == 0:
+            y = xp.maximum(x, 0)
+        else:  # over batch chunks on the CPU threads (one call on the GPU)
+            y = xp.empty(x.shape, dtype=x.dtype)
+            over_batch(x, lambda lo, hi: xp.maximum(x[lo:hi], 0, out=y[lo:hi]))
         self._cache = (relu_ops.relu_pack_mask(y) if self.mask else y, y.shape)
         return y
 
@@ -37,10 +46,26 @@ class ReLU(Layer):
         self._check_dy(dy, shape)
         if self.mask:
             return relu_ops.relu_backward_mask(dy, kept)
+        jk = None if backend.is_cupy_array(dy) or dy.ndim == 0 else _jit.kernels()
+        if jk is not None and dy.dtype == kept.dtype:  # compiled (gpunet[cpu]): one pass
+            dy, kept = np.ascontiguousarray(dy), np.ascontiguousarray(kept)
+            dx = np.empty(dy.shape, dtype=dy.dtype)
+            d2, y2, x2 = (a.reshape(a.shape[0], -1) for a in (dy, kept, dx))
+            over_batch(dy, lambda lo, hi: jk.relu_backward(d2, y2, x2, lo, hi))
+            return dx
         return relu_ops.relu_backward(dy, kept)
 
+    def forward_deferred(self, x):
+        """Checks x and keeps it for backward (dx = dy·(x > 0), the same select as y > 0)
+        without computing y: the layer after applies max(·, 0) itself (MaxPool2d.forward_fused).
+        Returns x."""
+        self._check_float(x)
+        self._cache = (x, x.shape)
+        return x
+
     def keeps_relu_output(self, y) -> bool:
-        """True when y is the output this ReLU keeps (not with mask=True: it keeps bits)."""
+        """True when y is the array this ReLU keeps for backward: its output, or its input
+        after forward_deferred (not with mask=True: it keeps bits)."""
         cache = self.__dict__.get("_cache")
         return not self.mask and cache is not None and cache[0] is y
 

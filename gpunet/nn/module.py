@@ -6,9 +6,10 @@ into each `Parameter.grad` and never touches `.data` (cuda-convnet, Caffe, llm.c
 With need_input_grad=False a module may skip dx and return None (a training step never
 uses the input batch's gradient: Linear and Conv2d then skip their dx GEMM / col2im).
 
-Fused backward: a container asks each layer `fuses_backward_with(prev)`; when it says
-yes, `backward_fused(prev, dy)` returns prev's dx for both layers in one call
-(MaxPool2d after a ReLU applies the ReLU's select at the pooled size). Layers describe
+Fused forward and backward: a container asks each layer `fuses_forward_with(prev)` and
+`fuses_backward_with(prev)`; when it says yes, `forward_fused(prev, x)` returns both
+layers' output and `backward_fused(prev, dy)` prev's dx, each in one call (MaxPool2d
+after a ReLU pools first and applies the ReLU at the pooled size, both ways). Layers describe
 what they keep through `keeps_relu_output(y)`; no container checks layer types.
 
 Names follow PyTorch, so state dicts map one to one: a Sequential's keys read
@@ -162,6 +163,14 @@ class Module:
 
     def backward(self, dy, need_input_grad=True):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def fuses_forward_with(self, prev) -> bool:
+        """True when `forward_fused(prev, x)` can run `prev`'s forward and this layer's at once."""
+        return False
+
+    def forward_fused(self, prev, x):
+        """self.forward(prev.forward(x)) in one call (only when fuses_forward_with(prev))."""
+        return self.forward(prev.forward(x))
 
     def fuses_backward_with(self, prev) -> bool:
         """True when `backward_fused(prev, dy)` can run this layer's and `prev`'s backward at once."""
@@ -389,8 +398,15 @@ class Sequential(Module):
         shared = self._shared()
         if shared:
             return sharing.forward_shared(self, shared, x)
-        for layer in self._children.values():
-            x = layer.forward(x)
+        layers = list(self._children.values())
+        i = 0
+        while i < len(layers):  # a layer that fuses with the one before it runs both at once
+            if i + 1 < len(layers) and layers[i + 1].fuses_forward_with(layers[i]):
+                x = layers[i + 1].forward_fused(layers[i], x)
+                i += 2
+            else:
+                x = layers[i].forward(x)
+                i += 1
         return x
 
     def _shared(self) -> dict:

@@ -12,9 +12,11 @@ window would start in the bottom padding; the last windows may run past the padd
 the input is padded by the overhang too (−inf or 0), and AvgPool2d's n counts only the
 part of each window inside the padded input (as PyTorch does).
 
-Both loop over the kh·kw kernel offsets with strided slices (see _window.py), so
-overlapping windows (e.g. 3×3 stride 2) accumulate exactly in backward. MaxPool keeps
-x and y (no argmax: backward finds the first maximum per window; see MaxPool2d).
+AvgPool2d (and MaxPool2d on the GPU) loop over the kh·kw kernel offsets with strided
+slices (see _window.py), so overlapping windows (e.g. 3×3 stride 2) accumulate exactly
+in backward. MaxPool2d there keeps x and y (backward finds the first maximum per window).
+CPU: MaxPool2d runs the compiled loops of _jit.py (gpunet[cpu]) or its NumPy twin
+(a separable max, and backward as a scatter-add to the first maxima), over batch chunks.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import numpy as np
 from .. import backend
 from ..errors import GpunetValueError
 from ..ops import relu as relu_ops
+from . import _jit
+from ._chunks import over_batch
 from ._layer import Layer, boolean, int_pair
 from ._window import crop_hw, offset_view, pad_hw
 
@@ -85,26 +89,46 @@ class _Pool2d(Layer):
 class MaxPool2d(_Pool2d):
     """Max over each (kh, kw) window; stride defaults to kernel_size. (N, C, H, W) -> (N, C, Ho, Wo).
 
-    Forward is a chain of `maximum`s over the kh·kw offset views and keeps (x, y): x is
-    usually kept by the layer before anyway (ReLU keeps its output), so this costs no
-    memory, and a forward-only pass never pays for an argmax. Backward finds each
-    window's first maximum offset by offset (the first offset equal to y wins and is masked out for the
-    later ones), which is cheaper than tracking an argmax with masked copies in forward.
-    A window holding NaN has y = NaN and routes no gradient.
+    Ties go to the first maximum in row-major window order. A window holding NaN has
+    y = NaN and routes no gradient. Three paths behind the one API:
+    - CPU, compiled (gpunet[cpu]): one pass gives y and each window's argmax (int32, kept);
+      backward zeroes dx and adds dy at the argmaxes. No padded copy of x.
+    - CPU, NumPy: y separably, the max over each row's kw columns (strided column views)
+      then over kh rows, ~2× fewer passes than one per kernel offset. Backward finds each
+      window's first maximum (x == y offset by offset, weighted so a running `maximum`
+      keeps the first) and scatter-adds dy there with np.add.at, exact where windows
+      overlap, instead of masked strided copies.
+    - GPU: a chain of `maximum`s over the kh·kw offset views keeping (x, y): x is usually
+      kept by the layer before anyway (ReLU keeps its output), so this costs no memory.
+      Backward finds each window's first maximum offset by offset (the first offset equal
+      to y wins and is masked out for the later ones).
+    All CPU passes run over batch chunks on gpunet's CPU threads (gpunet.threads).
     """
 
     def forward(self, x):
         Ho, Wo = self._geometry(x)
         xp = backend.xp_of(x)
+        jk = None if backend.is_cupy_array(x) else _jit.kernels()
+        if jk is not None:  # compiled: y and each window's argmax in one pass, no padded copy
+            xc = np.ascontiguousarray(x)
+            y = np.empty((*x.shape[:2], Ho, Wo), dtype=x.dtype)
+            arg = np.empty(y.shape, dtype=np.int32)
+            over_batch(x, lambda lo, hi: jk.maxpool_forward(xc, y, arg, *self.kernel_size, *self.stride,
+                                                             *self.padding, lo, hi))
+            self._cache = (xc, y, x.shape, x, (jk, arg))
+            return y
         xpad = pad_hw(x, *self.padding, -np.inf, *self._overhang(x.shape, Ho, Wo))
-        y = None
-        for _, (i, j) in self._offsets():
-            s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
-            if y is None:
-                y = xp.array(s, copy=True, order="C")  # never a view of x: y is updated in place
-            else:
-                xp.maximum(y, s, out=y)
-        self._cache = (xpad, y, x.shape, x)  # references only: no copy
+        if backend.is_cupy_array(x):
+            y = None
+            for _, (i, j) in self._offsets():
+                s = offset_view(xpad, i, j, Ho, Wo, *self.stride)
+                if y is None:
+                    y = xp.array(s, copy=True, order="C")  # never a view of x: y is updated in place
+                else:
+                    xp.maximum(y, s, out=y)
+        else:
+            y = _cpu_window_max(xpad, self.kernel_size, self.stride, Ho, Wo)
+        self._cache = (xpad, y, x.shape, x, None)  # references only: no copy of x
         return y
 
     def _tiles(self, x_shape):
@@ -112,6 +136,24 @@ class MaxPool2d(_Pool2d):
         (kh, kw), (H, W) = self.kernel_size, x_shape[2:]
         return (self.stride == self.kernel_size and self.padding == (0, 0)
                 and H % kh == 0 and W % kw == 0)
+
+    def fuses_forward_with(self, prev) -> bool:
+        """True on the CPU's compiled path after a ReLU that keeps a float array (not mask=True):
+        max(·, 0) commutes with the window max, so pooling first saves the ReLU's full-size pass."""
+        return (getattr(prev, "forward_deferred", None) is not None and not getattr(prev, "mask", True)
+                and not prev.device.is_gpu and _jit.kernels() is not None)
+
+    def forward_fused(self, prev, x):
+        """prev.forward then self.forward for the ReLU `prev`: the pool of x, then max(·, 0) at the
+        pooled size. Each window's first maximum of x is the one of relu(x) wherever that max
+        is > 0, and elsewhere the fused backward routes nothing (see backward_fused): the
+        outputs and gradients equal the two layers run in sequence."""
+        x = prev.forward_deferred(x)
+        y = self.forward(x)
+        if self._cache[4] is None:  # not the compiled path (a device change between the checks)
+            return self.forward(prev.forward(x))
+        over_batch(y, lambda lo, hi: np.maximum(y[lo:hi], 0, out=y[lo:hi]))
+        return y
 
     def fuses_backward_with(self, prev) -> bool:
         """True when this pool's last input is the ReLU output that `prev` keeps."""
@@ -131,8 +173,17 @@ class MaxPool2d(_Pool2d):
         return self.backward(relu_ops.relu_backward(dy, y))
 
     def backward(self, dy, need_input_grad=True):
-        xpad, y, x_shape, _ = self._saved()
+        xpad, y, x_shape, _, compiled = self._saved()
         self._check_dy(dy, y.shape)
+        if compiled is not None:
+            jk, arg = compiled
+            dy = np.ascontiguousarray(dy)
+            dx = np.empty(x_shape, dtype=dy.dtype)
+            dx3 = dx.reshape(x_shape[0], x_shape[1], -1)
+            over_batch(dy, lambda lo, hi: jk.maxpool_backward(dy, arg, dx3, lo, hi))
+            return dx
+        if not backend.is_cupy_array(dy):
+            return self._backward_cpu(dy, xpad, y, x_shape)
         xp = backend.xp_of(dy)
         ph, pw = self.padding
         N, C, H, W = x_shape
@@ -157,6 +208,93 @@ class MaxPool2d(_Pool2d):
                 xp.multiply(dy, win, out=routed)
                 view += routed
         return crop_hw(dxpad, ph, pw, H, W)
+
+    def _backward_cpu(self, dy, xpad, y, x_shape):
+        """dx by one scatter-add of dy to each window's first maximum (np.add.at, exact
+        where windows overlap), over batch chunks."""
+        nan = np.isnan(y)
+        if nan.any():  # NaN windows route nothing
+            dy = np.where(nan, 0, dy).astype(dy.dtype, copy=False)
+        dy = np.ascontiguousarray(dy)
+        base = self._window_origins(xpad.shape, y.shape)
+        dxpad = np.zeros(xpad.shape, dtype=dy.dtype)
+        flat = dxpad.reshape(-1)
+
+        def scatter(lo, hi):  # chunks write disjoint images of dx
+            idx = np.add(base[lo:hi], _cpu_first_max(xpad, y, self.kernel_size, self.stride, lo, hi),
+                         dtype=np.intp)
+            np.add.at(flat, idx.reshape(-1), dy[lo:hi].reshape(-1))
+
+        over_batch(dy, scatter)
+        ph, pw = self.padding
+        return crop_hw(dxpad, ph, pw, *x_shape[2:])
+
+    def _window_origins(self, pad_shape, y_shape):
+        """Flat index into the padded input of each window's top-left element, (N, C, Ho, Wo)
+        intp; kept between steps (it depends on the shapes only)."""
+        key = (tuple(pad_shape), tuple(y_shape), self.stride)
+        cached = self.__dict__.get("_origins")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        N, C, Hp, Wp = pad_shape
+        Ho, Wo = y_shape[2:]
+        sh, sw = self.stride
+        base = (np.arange(N * C, dtype=np.intp).reshape(N, C, 1, 1) * (Hp * Wp)
+                + (np.arange(Ho, dtype=np.intp) * (sh * Wp)).reshape(Ho, 1)
+                + np.arange(Wo, dtype=np.intp) * sw)
+        object.__setattr__(self, "_origins", (key, base))
+        return base
+
+
+def _cpu_window_max(xpad, kernel, stride, Ho, Wo):
+    """Each window's max, separably: over each row's kw columns (kw − 1 `maximum`s of
+    strided column views, every padded row), then over kh rows; over batch chunks."""
+    (kh, kw), (sh, sw) = kernel, stride
+    N, C = xpad.shape[:2]
+    y = np.empty((N, C, Ho, Wo), dtype=xpad.dtype)
+
+    def chunk(lo, hi):
+        xs = xpad[lo:hi]
+        cols = [xs[..., j:j + sw * (Wo - 1) + 1:sw] for j in range(kw)]
+        mw = np.maximum(cols[0], cols[1]) if kw > 1 else np.ascontiguousarray(cols[0])
+        for j in range(2, kw):
+            np.maximum(mw, cols[j], out=mw)
+        rows = [mw[:, :, i:i + sh * (Ho - 1) + 1:sh] for i in range(kh)]
+        out = y[lo:hi]
+        if kh > 1:
+            np.maximum(rows[0], rows[1], out=out)
+        else:
+            np.copyto(out, rows[0])
+        for i in range(2, kh):
+            np.maximum(out, rows[i], out=out)
+
+    over_batch(xpad, chunk)
+    return y
+
+
+def _cpu_first_max(xpad, y, kernel, stride, lo, hi):
+    """For the images lo:hi: the offset r·Wp + c in the padded plane, from each window's
+    top-left element, of its first maximum in row-major order (int32, y's shape).
+
+    With weights K − k (K = kh·kw) on the matches x_k == y of offsets k = 0, 1, ..., the
+    largest weighted match is the first one: a running `maximum` of uint8/int16 arrays
+    instead of masked writes (which NumPy does not vectorise)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    K, Wp = kh * kw, xpad.shape[-1]
+    Ho, Wo = y.shape[2:]
+    code_t = np.uint8 if K < 256 else np.int32
+    yc, xs = y[lo:hi], xpad[lo:hi]
+    best = np.zeros(yc.shape, dtype=code_t)
+    for k in range(K):
+        i, j = divmod(k, kw)
+        hit = np.equal(offset_view(xs, i, j, Ho, Wo, sh, sw), yc)
+        w = hit.view(np.uint8) if code_t == np.uint8 else hit.astype(code_t)
+        if K - k > 1:
+            w *= K - k
+        np.maximum(best, w, out=best)
+    # best = K − k of the first match (0 where none: a NaN window, whose dy is zeroed)
+    table = np.array([0] + [(K - b) // kw * Wp + (K - b) % kw for b in range(1, K + 1)], dtype=np.int32)
+    return np.take(table, best)
 
 
 class AvgPool2d(_Pool2d):

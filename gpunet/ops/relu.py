@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
 from ..errors import GpunetTypeError, ShapeError
 from ._kernels import (cdiv, check_contiguous, check_float, check_like, compute_dtype, dtype_suffix, function,
                        is_half, same_offset_mod16, use_kernel)
 
 BLOCK = 256
 MAX_BLOCKS = 8192   # grid-stride beyond this: enough blocks to fill any current GPU
+CHUNK_MIN = 1 << 16  # CPU: elements per thread below which one thread does it all
 
 
 def _prepare(name, dy, aux, aux_arg, out):
@@ -148,7 +149,12 @@ def relu_backward(dy, y, out=None):
     _prepare("relu_backward", dy, y, "y", out)
     if use_kernel(dy):
         return _launch_elementwise("relu_backward", dy, y, out)
-    return relu_backward_xp(dy, y, out)
+    if backend.is_cupy_array(dy) or dy.ndim == 0 or threads.workers() == 1 or dy.size < CHUNK_MIN:
+        return relu_backward_xp(dy, y, out)
+    res = _result(np, dy, out)  # over batch chunks on the CPU threads
+    threads.parallel_chunks(lambda lo, hi: relu_backward_xp(dy[lo:hi], y[lo:hi], res[lo:hi]),
+                            dy.shape[0], max(1, -(-CHUNK_MIN * dy.shape[0] // dy.size)))
+    return res
 
 
 def leaky_relu_backward(dy, x, negative_slope, out=None):
