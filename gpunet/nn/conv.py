@@ -20,13 +20,19 @@ gradient back with its adjoint.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
+from ._dftconv import analysis, dft_size, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+ALGORITHMS = ("auto", "im2col", "dft")
+DFT_MIN_CHANNELS = 16   # auto: the frequency-domain path for in and out channels both at least this
+DFT_MIN_RATIO = 3.0     # ... and im2col's GEMM flops at least this many times the frequency GEMMs'
 
 
 def conv_padding(owner, padding, kernel_size, stride, dilation):
@@ -93,7 +99,7 @@ class Conv2d(_ConvLayer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="glorot_uniform", bias_init=None, kernel_regularizer=None,
-                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
+                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
         super().__init__()
         name = type(self).__name__
         self._init_sizes(name, in_channels, out_channels, kernel_size, stride, dilation, groups)
@@ -105,6 +111,37 @@ class Conv2d(_ConvLayer):
         self.padding = padding if isinstance(padding, str) else (self.pads[0], self.pads[2])
         self._init_parameters(name, (self.out_channels, self.in_channels // self.groups, *self.kernel_size),
                               bias, init, bias_init, kernel_regularizer, activity_regularizer)
+        self.algorithm = algorithm
+
+    @property
+    def algorithm(self):
+        """"auto" (chosen per call by shape, dtype and device), "im2col" or "dft"."""
+        return self._algorithm
+
+    @algorithm.setter
+    def algorithm(self, value):
+        name = type(self).__name__
+        if not isinstance(value, str) or value not in ALGORITHMS:
+            raise GpunetValueError(f"{name}: algorithm expected one of {ALGORITHMS}, got {value!r}")
+        if value == "dft" and (self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1):
+            raise GpunetValueError(f"{name}: algorithm='dft' expected stride 1, dilation 1 and groups 1, "
+                                   f"got stride={self.stride}, dilation={self.dilation}, groups={self.groups}")
+        self._algorithm = value
+
+    def _choose(self, x):
+        """The algorithm this call runs: the forced one, else the rule in the module docstring."""
+        if self._algorithm != "auto":
+            return self._algorithm
+        (kh, kw), C, O = self.kernel_size, self.in_channels, self.out_channels
+        if (self.device.xp is not np or self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1
+                or min(kh, kw) < 3 or min(C, O) < DFT_MIN_CHANNELS):
+            return "im2col"
+        t, b, l, r = self.pads
+        N, _, H, W = x.shape
+        Ph, Pw = dft_size(H, t, b, kh), dft_size(W, l, r, kw)
+        Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
+        flops_ratio = 2 * Ho * Wo * kh * kw / (8 * Ph * (Pw // 2 + 1))
+        return "dft" if flops_ratio >= DFT_MIN_RATIO else "im2col"
 
     @property
     def _inside(self):
@@ -149,6 +186,8 @@ class Conv2d(_ConvLayer):
 
     def forward(self, x):
         self._check_input(x)
+        if self._choose(x) == "dft":
+            return self._forward_dft(x)
         xp = self.device.xp
         N, _, H, W = x.shape
         Ho, Wo = self._out_hw(H, W)
@@ -165,10 +204,70 @@ class Conv2d(_ConvLayer):
         self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
         return self._keep_output(y)
 
+    def _dft_geometry(self, x_shape):
+        """(pads, P) of the frequency-domain path: the zero pads it applies as a phase (all 0
+        when another padding_mode pads x explicitly first) and the DFT size (Ph, Pw)."""
+        (kh, kw), (H, W) = self.kernel_size, x_shape[2:]
+        pads = self.pads if self.padding_mode == "zeros" else (0, 0, 0, 0)
+        if self.padding_mode != "zeros":
+            t, b, l, r = self.pads
+            H, W = H + t + b, W + l + r
+        t, b, l, r = pads
+        return pads, (dft_size(H, t, b, kh), dft_size(W, l, r, kw))
+
+    def _forward_dft(self, x):
+        xp = self.device.xp
+        x_shape = x.shape
+        if self.padding_mode != "zeros":
+            x = pad_mode(x, self.pads, self.padding_mode)
+        (t, b, l, r), P = self._dft_geometry(x_shape)
+        N, C, H, W = x.shape
+        O, (kh, kw) = self.out_channels, self.kernel_size
+        Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
+        F = P[0] * (P[1] // 2 + 1)
+        xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0)).reshape(F, N, C)
+        wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True).reshape(F, O, C)
+        yf = xp.matmul(xf, wf.transpose(0, 2, 1))                           # (F, N, O)
+        y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0)).reshape(N, O, Ho, Wo)
+        if self.bias is not None:
+            y += self.bias.data.reshape(1, O, 1, 1)
+        # Training keeps x's spectrum for dW; eval keeps x only (backward, if asked, redoes it).
+        kept = ("dft", xf if self.training else x, wf)
+        self._cache = (kept, None, x_shape, y.shape)
+        return self._keep_output(y)
+
+    def _backward_dft(self, dy, kept, x_shape, need_input_grad):
+        xp = self.device.xp
+        _, xf, wf = kept
+        (t, b, l, r), P = self._dft_geometry(x_shape)
+        N, O, Ho, Wo = dy.shape
+        C, (kh, kw) = self.in_channels, self.kernel_size
+        H, W = Ho - t - b + kh - 1, Wo - l - r + kw - 1                     # x's (padded) size
+        F = wf.shape[0]
+        if xf.ndim == 4:                                                  # eval: x was kept
+            xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0)).reshape(F, N, C)
+        dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0),
+                       conj=True).reshape(F, N, O)                          # conj(D̂)
+        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf)                         # (F, O, C)
+        dw = synthesis(xp, dwf.reshape(P[0], -1, O * C), P, (kh, kw), (-t, -l))
+        self.weight.grad += dw.reshape(self.weight.shape)
+        self._add_kernel_grad()
+        if self.bias is not None:
+            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        if not need_input_grad:
+            return None
+        dxf = xp.matmul(dyf, wf)                                            # conj(dX̂) (F, N, C)
+        dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True).reshape(N, C, H, W)
+        if self.padding_mode == "zeros":
+            return dx
+        return unpad_mode(dx, self.pads, self.padding_mode, *x_shape[2:])
+
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False (the first layer: no dcols GEMM, no col2im)."""
         x, cols, x_shape, y_shape = self._saved()
         self._check_dy(dy, y_shape)
+        if isinstance(x, tuple):
+            return self._backward_dft(self._activity_dy(dy), x, x_shape, need_input_grad)
         xp = self.device.xp
         N, O, Ho, Wo = y_shape
         g = self.groups
@@ -225,13 +324,13 @@ class Conv1d(Conv2d):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="glorot_uniform", bias_init=None, kernel_regularizer=None,
-                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
+                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
         k = positive_int("Conv1d", "kernel_size", kernel_size)
         s = positive_int("Conv1d", "stride", stride)
         d = positive_int("Conv1d", "dilation", dilation)
         p = padding if isinstance(padding, str) else (0, positive_int("Conv1d", "padding", padding, minimum=0))
         super().__init__(in_channels, out_channels, (1, k), (1, s), p, bias, init, bias_init,
-                         kernel_regularizer, activity_regularizer, (1, d), groups, padding_mode)
+                         kernel_regularizer, activity_regularizer, (1, d), groups, padding_mode, algorithm)
         self.weight.data = self.weight.data.reshape(self.out_channels, -1, k)
         self.weight.grad = self.weight.grad.reshape(self.weight.data.shape)
 
