@@ -1,4 +1,5 @@
-"""1-d and 2-d convolution (cross-correlation, as in PyTorch) by im2col and one GEMM per group.
+"""1-d and 2-d convolution (cross-correlation, as in PyTorch): im2col and one GEMM per group,
+or for stride-1 convolutions over many channels, GEMMs per frequency (_dftconv).
 
     x (N, C, H, W), W (O, C/g, kh, kw), b (O,) -> y (N, O, Ho, Wo),  g = groups
     y[n, o, ho, wo] = b[o] + Σ_{c∈group(o), i, j} W[o, c, i, j] · xpad[n, c, sh·ho + dh·i, sw·wo + dw·j]
@@ -17,6 +18,21 @@ total dh·(kh − 1), the extra row of an even total at the bottom/right as in P
 padding_mode "zeros", "reflect", "replicate" or "circular". Symmetric zero padding runs
 inside im2col; the other cases pad x explicitly first (_window.pad_mode) and fold the
 gradient back with its adjoint.
+
+Algorithm (`algorithm=`, also settable as the attribute): "im2col" as above; "dft" computes
+the convolution in the frequency domain (gpunet/nn/_dftconv.py: x's and dy's small 2-d DFTs
+as GEMMs, then one complex (N, C) @ (C, O) GEMM per frequency for each of y, dx and dW), for
+stride 1, dilation 1 and groups 1 only (refused otherwise), any padding and padding_mode;
+it keeps x's spectrum (F·N·C complex) for backward instead of the columns. "auto" (the
+default) picks per call:
+    "dft"    on NumPy, stride 1, dilation 1, groups 1, kh and kw >= 3, in and out channels
+             >= DFT_MIN_CHANNELS (16), and im2col's GEMM flops >= DFT_MIN_RATIO (3) times the
+             frequency GEMMs', 2·Ho·Wo·kh·kw / (8·Ph·(Pw//2 + 1)) with the DFT size
+             Ph = max(H + max(top, bottom), kh) (Pw alike), float32 and float64 alike
+             (the DFT path agrees with im2col to ~1e-15 relative in float64);
+    "im2col" otherwise (always on CuPy: the GPU path is unchanged).
+E.g. the CIFAR CNN's 64→64 5×5 on 12×12 (ratio 8.0) and small_cnn's 32→64 3×3 on 14×14
+(3.7) run "dft"; first layers (1 or 3 input channels), strided, grouped and 1×1 convs, im2col.
 """
 from __future__ import annotations
 
@@ -128,8 +144,9 @@ class Conv2d(_ConvLayer):
                                    f"got stride={self.stride}, dilation={self.dilation}, groups={self.groups}")
         self._algorithm = value
 
-    def _choose(self, x):
-        """The algorithm this call runs: the forced one, else the rule in the module docstring."""
+    def algorithm_for(self, x_shape):
+        """The algorithm forward runs on an input of x_shape (N, C, H, W): the forced one, else
+        the rule in the module docstring."""
         if self._algorithm != "auto":
             return self._algorithm
         (kh, kw), C, O = self.kernel_size, self.in_channels, self.out_channels
@@ -137,7 +154,7 @@ class Conv2d(_ConvLayer):
                 or min(kh, kw) < 3 or min(C, O) < DFT_MIN_CHANNELS):
             return "im2col"
         t, b, l, r = self.pads
-        N, _, H, W = x.shape
+        H, W = x_shape[2:] if len(x_shape) == 4 else (1, x_shape[-1])  # Conv1d: (N, C, L)
         Ph, Pw = dft_size(H, t, b, kh), dft_size(W, l, r, kw)
         Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
         flops_ratio = 2 * Ho * Wo * kh * kw / (8 * Ph * (Pw // 2 + 1))
@@ -186,7 +203,7 @@ class Conv2d(_ConvLayer):
 
     def forward(self, x):
         self._check_input(x)
-        if self._choose(x) == "dft":
+        if self.algorithm_for(x.shape) == "dft":
             return self._forward_dft(x)
         xp = self.device.xp
         N, _, H, W = x.shape
@@ -216,7 +233,7 @@ class Conv2d(_ConvLayer):
         return pads, (dft_size(H, t, b, kh), dft_size(W, l, r, kw))
 
     def _forward_dft(self, x):
-        xp = self.device.xp
+        xp, scratch = self.device.xp, self._scratch
         x_shape = x.shape
         if self.padding_mode != "zeros":
             x = pad_mode(x, self.pads, self.padding_mode)
@@ -225,19 +242,20 @@ class Conv2d(_ConvLayer):
         O, (kh, kw) = self.out_channels, self.kernel_size
         Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
         F = P[0] * (P[1] // 2 + 1)
-        xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0)).reshape(F, N, C)
-        wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True).reshape(F, O, C)
-        yf = xp.matmul(xf, wf.transpose(0, 2, 1))                           # (F, N, O)
-        y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0)).reshape(N, O, Ho, Wo)
-        if self.bias is not None:
-            y += self.bias.data.reshape(1, O, 1, 1)
+        xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
+        wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True,
+                      scratch=scratch, tag="w").reshape(F, O, C)
+        yf = xp.matmul(xf, wf.transpose(0, 2, 1), out=scratch("yf", (F, N, O), xf.dtype))
+        if self.bias is not None:  # a constant is the zero frequency alone: b·Ph·Pw there
+            yf[0] += self.bias.data * (P[0] * P[1])
+        y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0), scratch=scratch, tag="y")
         # Training keeps x's spectrum for dW; eval keeps x only (backward, if asked, redoes it).
         kept = ("dft", xf if self.training else x, wf)
-        self._cache = (kept, None, x_shape, y.shape)
-        return self._keep_output(y)
+        self._cache = (kept, None, x_shape, (N, O, Ho, Wo))
+        return self._keep_output(y.reshape(N, O, Ho, Wo))
 
     def _backward_dft(self, dy, kept, x_shape, need_input_grad):
-        xp = self.device.xp
+        xp, scratch = self.device.xp, self._scratch
         _, xf, wf = kept
         (t, b, l, r), P = self._dft_geometry(x_shape)
         N, O, Ho, Wo = dy.shape
@@ -245,19 +263,20 @@ class Conv2d(_ConvLayer):
         H, W = Ho - t - b + kh - 1, Wo - l - r + kw - 1                     # x's (padded) size
         F = wf.shape[0]
         if xf.ndim == 4:                                                  # eval: x was kept
-            xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0)).reshape(F, N, C)
-        dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0),
-                       conj=True).reshape(F, N, O)                          # conj(D̂)
-        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf)                         # (F, O, C)
+            xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
+        dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0), conj=True,
+                       scratch=scratch, tag="dy").reshape(F, N, O)          # conj(D̂)
+        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf, out=scratch("dwf", (F, O, C), xf.dtype))
         dw = synthesis(xp, dwf.reshape(P[0], -1, O * C), P, (kh, kw), (-t, -l))
         self.weight.grad += dw.reshape(self.weight.shape)
         self._add_kernel_grad()
-        if self.bias is not None:
-            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        if self.bias is not None:  # Σ dy is the zero frequency of dy's spectrum
+            self.bias.grad += dyf[0].real.sum(axis=0)
         if not need_input_grad:
             return None
-        dxf = xp.matmul(dyf, wf)                                            # conj(dX̂) (F, N, C)
-        dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True).reshape(N, C, H, W)
+        dxf = xp.matmul(dyf, wf, out=scratch("dxf", (F, N, C), xf.dtype))  # conj(dX̂)
+        dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True,
+                       scratch=scratch, tag="dx").reshape(N, C, H, W)
         if self.padding_mode == "zeros":
             return dx
         return unpad_mode(dx, self.pads, self.padding_mode, *x_shape[2:])
