@@ -148,3 +148,59 @@ def test_algorithm_refusals():
     with pytest.raises(GpunetValueError, match=r"got None"):
         layer.algorithm = None
     assert layer.algorithm == "auto"  # unchanged by the refused assignments
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def workers(request):
+    """gpunet's thread count for the test (chunked paths at 2), restored afterwards."""
+    from threadpoolctl import threadpool_limits
+    from gpunet import threads
+    saved = threads._workers
+    with threadpool_limits(limits=None):
+        gn.set_threads(request.param)
+        yield request.param
+        threads._workers = saved
+
+
+PER_IMAGE_CASES = [  # (in, out, kwargs, input shape)
+    (1, 4, dict(kernel_size=3, padding=1, bias=False), (5, 1, 6, 7)),                 # small_cnn's first conv
+    (3, 4, dict(kernel_size=5, padding=2), (3, 3, 7, 6)),                             # the CIFAR CNN's first
+    (4, 6, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 4, 9, 8)),
+    (2, 1, dict(kernel_size=(2, 3), padding="same", padding_mode="reflect", dilation=(2, 1)), (1, 2, 7, 6)),
+]
+
+
+@pytest.mark.parametrize("cin,cout,kwargs,shape", PER_IMAGE_CASES, ids=[str(i) for i in range(len(PER_IMAGE_CASES))])
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_im2col_per_image_matches_one_gemm(monkeypatch, workers, cin, cout, kwargs, shape, need_input_grad):
+    """im2col's per-image GEMMs (chunked over threads) give the one-GEMM results, training and eval."""
+    from gpunet.nn import conv
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    for training in (True, False):
+        results = []
+        for threshold in (10 ** 9, 1):          # one GEMM, then per image
+            monkeypatch.setattr(conv, "PER_IMAGE_MIN_PIXELS", threshold)
+            layer = nn.Conv2d(cin, cout, **kwargs, algorithm="im2col", bias_init="normal").to(dtype="float64")
+            layer.weight.data[...] = rng.standard_normal(layer.weight.shape) if not results else results[0][-1]
+            if layer.bias is not None:
+                layer.bias.data[...] = 0.5
+            layer.train(training)
+            dy = np.random.default_rng(1).standard_normal(layer(x).shape)
+            got = _step(layer, x, dy, need_input_grad) + _step(layer, x, dy, need_input_grad)
+            results.append(got + [layer.weight.data.copy()])
+        for r, g in zip(*results):
+            if r is None:
+                assert g is None
+            else:
+                np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())
+
+
+def test_dft_chunked_transposes_match(workers):
+    """Enough images for the blocked transposes to split over threads (B = N·C > 512)."""
+    a, b = _pair(17, 16, dict(kernel_size=3, padding=1), "float64")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 17, 5, 6))
+    dy = rng.standard_normal((37, 16, 5, 6))
+    for r, g in zip(_step(a, x, dy), _step(b, x, dy)):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
@@ -49,6 +50,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 ALGORITHMS = ("auto", "im2col", "dft")
 DFT_MIN_CHANNELS = 16   # auto: the frequency-domain path for in and out channels both at least this
 DFT_MIN_RATIO = 3.0     # ... and im2col's GEMM flops at least this many times the frequency GEMMs'
+PER_IMAGE_MIN_PIXELS = 256  # im2col on NumPy: one GEMM per image from this output size (Ho·Wo) up
 
 
 def conv_padding(owner, padding, kernel_size, stride, dilation):
@@ -69,6 +71,22 @@ def conv_padding(owner, padding, kernel_size, stride, dilation):
         return tuple(pads)
     ph, pw = int_pair(owner, "padding", padding, minimum=0)
     return (ph, ph, pw, pw)
+
+
+_blas = None  # threadpoolctl's controller, made on first use
+
+
+def _blas_chunks(fn, n):
+    """[fn(lo, hi) ...] over image chunks on the worker threads, each BLAS call single-threaded
+    meanwhile: the chunks are the parallelism (two levels would oversubscribe the cores)."""
+    global _blas
+    if threads.workers() == 1 or n < 2:
+        return [fn(0, n)]
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
+        return threads.parallel_chunks(fn, n)
 
 
 def _gemm(xp, a, b, out=None):
@@ -210,6 +228,20 @@ class Conv2d(_ConvLayer):
         Ho, Wo = self._out_hw(H, W)
         cols = self._cols(x, Ho, Wo)                              # (g·K, N·Ho·Wo)
         O, g, L = self.out_channels, self.groups, cols.shape[1]
+        if self._per_image(xp, Ho, Wo):
+            # y[n] = W2 @ cols[:, n]: each image's (K, Ho·Wo) block is a strided GEMM operand,
+            # and the products land in NCHW directly (no (O, N·Ho·Wo) buffer, no transpose).
+            y = xp.empty((N, g, O // g, Ho * Wo), dtype=x.dtype)
+            w3, c4 = self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3)
+
+            def images(lo, hi):
+                xp.matmul(w3, c4[lo:hi], out=y[lo:hi])
+                if self.bias is not None:
+                    y[lo:hi] += self.bias.data.reshape(g, O // g, 1)
+            _blas_chunks(images, N)
+            y = y.reshape(N, O, Ho, Wo)
+            self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
+            return self._keep_output(y)
         # With N = 1 or O = 1 the (O, N, Ho, Wo) → NCHW transpose below is already contiguous
         # and would return the GEMM's buffer itself: the next call would overwrite it.
         y = xp.empty((O, L), dtype=x.dtype) if (N == 1 or O == 1) else self._scratch("y", (O, L), x.dtype)
@@ -293,6 +325,8 @@ class Conv2d(_ConvLayer):
         if cols is None:
             cols = self._cols(x, Ho, Wo)
         dy = self._activity_dy(dy)
+        if not need_input_grad and self._per_image(xp, Ho, Wo):
+            return self._weight_grad_per_image(xp, xp.ascontiguousarray(dy), cols)
         dy2 = self._scratch("dy", (O, N, Ho, Wo), dy.dtype)
         dy2[...] = dy.transpose(1, 0, 2, 3)
         dy3 = dy2.reshape(g, O // g, -1)                                     # (g, O/g, L)
@@ -312,6 +346,35 @@ class Conv2d(_ConvLayer):
         H, W = x_shape[2:]
         dxpad = col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), *self.stride, 0, 0, *self.dilation)
         return unpad_mode(dxpad, self.pads, self.padding_mode, H, W)
+
+    def _per_image(self, xp, Ho, Wo):
+        """im2col's GEMMs one image at a time (NumPy, outputs of at least PER_IMAGE_MIN_PIXELS):
+        OpenBLAS runs the one (O, K) @ (K, N·Ho·Wo) product of a first layer (K = 9 or 75)
+        several times slower than N products over Ho·Wo columns each, and these write NCHW."""
+        return xp is np and Ho * Wo >= PER_IMAGE_MIN_PIXELS
+
+
+    def _weight_grad_per_image(self, xp, dy, cols):
+        """dW = Σ_n dy[n] (O/g, Ho·Wo) @ cols[:, n].T (Ho·Wo, K) per group, and db, without dy's
+        (O, N·Ho·Wo) transpose; partial sums over a few images at a time keep the buffer small."""
+        N, O, Ho, Wo = dy.shape
+        g = self.groups
+        dy4 = dy.reshape(N, g, O // g, Ho * Wo)
+        c4 = cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 3, 1)          # (N, g, Ho·Wo, K)
+        step = max(1, (1 << 20) // (O * c4.shape[3]))
+
+        def images(lo, hi):
+            total = 0
+            for a in range(lo, hi, step):
+                e = min(hi, a + step)
+                total = total + xp.matmul(dy4[a:e], c4[a:e]).sum(axis=0)
+            return total
+        parts = _blas_chunks(images, N)
+        self.weight.grad += sum(parts[1:], parts[0]).reshape(self.weight.shape)
+        self._add_kernel_grad()
+        if self.bias is not None:
+            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        return None
 
     def extra_repr(self):
         s = f"{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}"
