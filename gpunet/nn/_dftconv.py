@@ -82,6 +82,39 @@ def _device_matrix(xp, kind, P, n, start, conj, dtype):
 _BLOCK = 128  # images per transposed block: source and destination stay in cache
 
 
+_blas = None  # threadpoolctl's controller, made on first use
+
+
+def blas_chunks(fn, n, min_chunk=1):
+    """[fn(lo, hi) ...] over [0, n) in chunks on gpunet's worker threads, BLAS single-threaded
+    meanwhile: the chunks are the parallelism (BLAS threads inside them would oversubscribe)."""
+    global _blas
+    if threads.workers() == 1 or n < 2 * min_chunk:
+        return [fn(0, n)]
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
+        return threads.parallel_chunks(fn, n, min_chunk=min_chunk)
+
+
+def matmul(xp, a, b, out, split="rows"):
+    """a @ b into out; on NumPy over the worker threads, split along the rows (the leading
+    axis of a and out: rows of a 2-d product, or the batch of a stack) or the columns (of b
+    and out). Many small or thin products scale better so than with BLAS's own threads."""
+    if xp is not np or threads.workers() == 1:
+        return xp.matmul(a, b, out=out)
+    if split == "rows":
+        def part(lo, hi):
+            np.matmul(a[lo:hi], b if b.ndim == 2 else b[lo:hi], out=out[lo:hi])
+        blas_chunks(part, a.shape[0], min_chunk=8)
+    else:
+        def part(lo, hi):
+            np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
+        blas_chunks(part, b.shape[-1], min_chunk=64)
+    return out
+
+
 def _new(xp, scratch, name, shape, dtype):
     return xp.empty(shape, dtype=dtype) if scratch is None else scratch(name, shape, dtype)
 
@@ -123,10 +156,10 @@ def analysis(xp, a, P, start, conj=False, scratch=None, tag=""):
     Fw = Pw // 2 + 1
     dtype, ctype = a.dtype, _COMPLEX[np.dtype(a.dtype)]
     rows = _new(xp, scratch, tag + "rows", (B * R, 2 * Fw), dtype)
-    xp.matmul(a.reshape(B * R, Cc), matrices(xp, "Mw", Pw, Cc, c0, conj, dtype), out=rows)
+    matmul(xp, a.reshape(B * R, Cc), matrices(xp, "Mw", Pw, Cc, c0, conj, dtype), rows)
     moved = _to_last(xp, rows.view(ctype).reshape(B, R, Fw), _new(xp, scratch, tag + "moved", (R, Fw, B), ctype))
     spec = _new(xp, scratch, tag + "spec", (Ph, Fw * B), ctype)
-    xp.matmul(matrices(xp, "Mh", Ph, R, r0, conj, dtype), moved.reshape(R, Fw * B), out=spec)
+    matmul(xp, matrices(xp, "Mh", Ph, R, r0, conj, dtype), moved.reshape(R, Fw * B), spec, split="cols")
     return spec.reshape(Ph, Fw, B)
 
 
@@ -138,7 +171,8 @@ def synthesis(xp, z, P, size, start, conj=False, scratch=None, tag=""):
     ctype = z.dtype
     dtype = np.float32 if np.dtype(ctype) == np.complex64 else np.float64
     cols = _new(xp, scratch, tag + "cols", (R, Fw * B), ctype)
-    xp.matmul(matrices(xp, "Sh", Ph, R, q0, conj, dtype), z.reshape(Ph, Fw * B), out=cols)
+    matmul(xp, matrices(xp, "Sh", Ph, R, q0, conj, dtype), z.reshape(Ph, Fw * B), cols, split="cols")
     moved = _from_last(xp, cols.reshape(R, Fw, B), _new(xp, scratch, tag + "back", (B, R, Fw), ctype))
-    res = xp.matmul(moved.view(dtype).reshape(B * R, 2 * Fw), matrices(xp, "Sw", Pw, Cc, s0, conj, dtype))
+    res = xp.empty((B * R, Cc), dtype=dtype)
+    matmul(xp, moved.view(dtype).reshape(B * R, 2 * Fw), matrices(xp, "Sw", Pw, Cc, s0, conj, dtype), res)
     return res.reshape(B, R, Cc)

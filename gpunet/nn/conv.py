@@ -38,11 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import threads
 from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
-from ._dftconv import analysis, dft_size, synthesis
+from ._dftconv import analysis, blas_chunks, dft_size, matmul, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
@@ -71,22 +70,6 @@ def conv_padding(owner, padding, kernel_size, stride, dilation):
         return tuple(pads)
     ph, pw = int_pair(owner, "padding", padding, minimum=0)
     return (ph, ph, pw, pw)
-
-
-_blas = None  # threadpoolctl's controller, made on first use
-
-
-def _blas_chunks(fn, n):
-    """[fn(lo, hi) ...] over image chunks on the worker threads, each BLAS call single-threaded
-    meanwhile: the chunks are the parallelism (two levels would oversubscribe the cores)."""
-    global _blas
-    if threads.workers() == 1 or n < 2:
-        return [fn(0, n)]
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
-        _blas = ThreadpoolController()
-    with _blas.limit(limits=1, user_api="blas"):
-        return threads.parallel_chunks(fn, n)
 
 
 def _gemm(xp, a, b, out=None):
@@ -238,7 +221,7 @@ class Conv2d(_ConvLayer):
                 xp.matmul(w3, c4[lo:hi], out=y[lo:hi])
                 if self.bias is not None:
                     y[lo:hi] += self.bias.data.reshape(g, O // g, 1)
-            _blas_chunks(images, N)
+            blas_chunks(images, N)
             y = y.reshape(N, O, Ho, Wo)
             self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
             return self._keep_output(y)
@@ -277,7 +260,7 @@ class Conv2d(_ConvLayer):
         xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
         wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True,
                       scratch=scratch, tag="w").reshape(F, O, C)
-        yf = xp.matmul(xf, wf.transpose(0, 2, 1), out=scratch("yf", (F, N, O), xf.dtype))
+        yf = matmul(xp, xf, wf.transpose(0, 2, 1), scratch("yf", (F, N, O), xf.dtype))
         if self.bias is not None:  # a constant is the zero frequency alone: b·Ph·Pw there
             yf[0] += self.bias.data * (P[0] * P[1])
         y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0), scratch=scratch, tag="y")
@@ -298,7 +281,7 @@ class Conv2d(_ConvLayer):
             xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
         dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0), conj=True,
                        scratch=scratch, tag="dy").reshape(F, N, O)          # conj(D̂)
-        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf, out=scratch("dwf", (F, O, C), xf.dtype))
+        dwf = matmul(xp, dyf.transpose(0, 2, 1), xf, scratch("dwf", (F, O, C), xf.dtype))
         dw = synthesis(xp, dwf.reshape(P[0], -1, O * C), P, (kh, kw), (-t, -l))
         self.weight.grad += dw.reshape(self.weight.shape)
         self._add_kernel_grad()
@@ -306,7 +289,7 @@ class Conv2d(_ConvLayer):
             self.bias.grad += dyf[0].real.sum(axis=0)
         if not need_input_grad:
             return None
-        dxf = xp.matmul(dyf, wf, out=scratch("dxf", (F, N, C), xf.dtype))  # conj(dX̂)
+        dxf = matmul(xp, dyf, wf, scratch("dxf", (F, N, C), xf.dtype))     # conj(dX̂)
         dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True,
                        scratch=scratch, tag="dx").reshape(N, C, H, W)
         if self.padding_mode == "zeros":
@@ -369,7 +352,7 @@ class Conv2d(_ConvLayer):
                 e = min(hi, a + step)
                 total = total + xp.matmul(dy4[a:e], c4[a:e]).sum(axis=0)
             return total
-        parts = _blas_chunks(images, N)
+        parts = blas_chunks(images, N)
         self.weight.grad += sum(parts[1:], parts[0]).reshape(self.weight.shape)
         self._add_kernel_grad()
         if self.bias is not None:
