@@ -93,24 +93,27 @@ def test_dft_gradcheck(kwargs, shape):
     assert set(gradcheck_module(layer, x)) == {"x"} | {n for n, _ in layer.named_parameters()}
 
 
-def test_dft_matches_torch_float64():
+def _against_torch(layer, tlayer, x):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install '.[test]' brings it")
-    layer = nn.Conv2d(6, 5, 5, padding=2, algorithm="dft", bias_init="normal").to(dtype="float64")
-    tlayer = torch.nn.Conv2d(6, 5, 5, padding=2).double()
     with torch.no_grad():
         tlayer.weight.copy_(torch.from_numpy(layer.weight.data))
         tlayer.bias.copy_(torch.from_numpy(layer.bias.data))
-    rng = np.random.default_rng(0)
-    x, tx = rng.standard_normal((3, 6, 9, 7)), None
     tx = torch.from_numpy(x.copy()).requires_grad_(True)
     y, ty = layer(x), tlayer(tx)
-    dy = rng.standard_normal(y.shape)
+    dy = np.random.default_rng(5).standard_normal(y.shape)
     dx = layer.backward(dy)
     ty.backward(torch.from_numpy(dy))
     for what, ours, ref in [("y", y, ty.detach().numpy()), ("dx", dx, tx.grad.numpy()),
                             ("dW", layer.weight.grad, tlayer.weight.grad.numpy()),
                             ("db", layer.bias.grad, tlayer.bias.grad.numpy())]:
         np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max(), err_msg=what)
+
+
+def test_dft_matches_torch_float64():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install '.[test]' brings it")
+    layer = nn.Conv2d(6, 5, 5, padding=2, algorithm="dft", bias_init="normal").to(dtype="float64")
+    _against_torch(layer, torch.nn.Conv2d(6, 5, 5, padding=2).double(),
+                   np.random.default_rng(0).standard_normal((3, 6, 9, 7)))
 
 
 @pytest.mark.parametrize("make,shape,expected", [
@@ -165,7 +168,7 @@ def workers(request):
 PER_IMAGE_CASES = [  # (in, out, kwargs, input shape)
     (1, 4, dict(kernel_size=3, padding=1, bias=False), (5, 1, 6, 7)),                 # small_cnn's first conv
     (3, 4, dict(kernel_size=5, padding=2), (3, 3, 7, 6)),                             # the CIFAR CNN's first
-    (4, 6, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 4, 9, 8)),
+    (4, 6, dict(kernel_size=3, stride=2, padding=1, groups=2), (4, 4, 9, 8)),
     (2, 1, dict(kernel_size=(2, 3), padding="same", padding_mode="reflect", dilation=(2, 1)), (1, 2, 7, 6)),
 ]
 
@@ -204,3 +207,13 @@ def test_dft_chunked_transposes_match(workers):
     dy = rng.standard_normal((37, 16, 5, 6))
     for r, g in zip(_step(a, x, dy), _step(b, x, dy)):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "dft"])
+def test_chunked_paths_match_torch(workers, algorithm):
+    """im2col and col2im over batch chunks (strided, grouped), the dft path's split GEMMs."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install '.[test]' brings it")
+    kw = dict(stride=2, groups=2) if algorithm == "im2col" else {}
+    layer = nn.Conv2d(4, 6, 3, padding=1, algorithm=algorithm, bias_init="normal", **kw).to(dtype="float64")
+    _against_torch(layer, torch.nn.Conv2d(4, 6, 3, padding=1, **kw).double(),
+                   np.random.default_rng(0).standard_normal((7, 4, 9, 8)))

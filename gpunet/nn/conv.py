@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from ..errors import GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
@@ -196,7 +197,26 @@ class Conv2d(_ConvLayer):
             ph, pw = self.pads[0], self.pads[2]
         else:
             x, ph, pw = pad_mode(x, self.pads, self.padding_mode), 0, 0
-        return im2col(x, kh, kw, sh, sw, ph, pw, out=out, dh=dh, dw=dw).reshape(out.shape)
+        if self.device.xp is not np:
+            return im2col(x, kh, kw, sh, sw, ph, pw, out=out, dh=dh, dw=dw).reshape(out.shape)
+        cols6 = out.reshape(self.in_channels, kh, kw, x.shape[0], Ho, Wo)
+
+        def images(lo, hi):  # over batch chunks on the worker threads
+            im2col(x[lo:hi], kh, kw, sh, sw, ph, pw, out=cols6[:, :, :, lo:hi], dh=dh, dw=dw)
+        threads.parallel_chunks(images, x.shape[0], min_chunk=2)
+        return out
+
+    def _col2im(self, dcols, shape, ph, pw):
+        """col2im over batch chunks on the worker threads (NumPy): each chunk owns its images."""
+        xp = self.device.xp
+        if xp is not np:
+            return col2im(dcols, shape, *self.stride, ph, pw, *self.dilation)
+        dx = np.zeros(shape, dtype=dcols.dtype)
+
+        def images(lo, hi):
+            col2im(dcols[:, :, :, lo:hi], (hi - lo, *shape[1:]), *self.stride, ph, pw, *self.dilation, out=dx[lo:hi])
+        threads.parallel_chunks(images, shape[0], min_chunk=2)
+        return dx
 
     def _w3(self):
         """The weight as (g, O/g, K)."""
@@ -324,10 +344,10 @@ class Conv2d(_ConvLayer):
         _gemm(xp, self._w3().transpose(0, 2, 1), dy3, dcols.reshape(cols3.shape))  # (g, K, L)
         dcols = dcols.reshape(self.in_channels, *self.kernel_size, N, Ho, Wo)
         if self._inside:
-            return col2im(dcols, x_shape, *self.stride, self.pads[0], self.pads[2], *self.dilation)
+            return self._col2im(dcols, x_shape, self.pads[0], self.pads[2])
         t, b, l, r = self.pads
         H, W = x_shape[2:]
-        dxpad = col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), *self.stride, 0, 0, *self.dilation)
+        dxpad = self._col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), 0, 0)
         return unpad_mode(dxpad, self.pads, self.padding_mode, H, W)
 
     def _per_image(self, xp, Ho, Wo):
