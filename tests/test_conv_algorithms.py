@@ -126,6 +126,8 @@ def test_dft_matches_torch_float64():
     (lambda: nn.Conv2d(64, 64, 3, groups=2, padding=1), (2, 64, 12, 12), "im2col"),
     (lambda: nn.Conv2d(64, 64, 1), (2, 64, 12, 12), "im2col"),                       # 1×1
     (lambda: nn.Conv2d(64, 64, 3, padding=1), (2, 64, 3, 3), "im2col"),              # tiny image: little to save
+    (lambda: nn.Conv2d(16, 32, 3, padding=1), (2, 16, 64, 64), "im2col"),            # large DFT, few channels
+    (lambda: nn.Conv2d(16, 16, 3, padding=1), (2, 16, 32, 32), "dft"),               # P = 33 <= 3·16
     (lambda: nn.Conv2d(64, 64, 5, padding=2, algorithm="im2col"), (2, 64, 12, 12), "im2col"),
     (lambda: nn.Conv2d(3, 4, 3, algorithm="dft"), (2, 3, 6, 6), "dft"),
 ])

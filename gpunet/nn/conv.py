@@ -28,9 +28,18 @@ default) picks per call:
     "dft"    on NumPy, stride 1, dilation 1, groups 1, kh and kw >= 3, in and out channels
              >= DFT_MIN_CHANNELS (16), and im2col's GEMM flops >= DFT_MIN_RATIO (3) times the
              frequency GEMMs', 2·Ho·Wo·kh·kw / (8·Ph·(Pw//2 + 1)) with the DFT size
-             Ph = max(H + max(top, bottom), kh) (Pw alike), float32 and float64 alike
-             (the DFT path agrees with im2col to ~1e-15 relative in float64);
+             Ph = max(H + max(top, bottom), kh) (Pw alike), and max(Ph, Pw) <=
+             DFT_MAX_SIZE_PER_CHANNEL (3) · min(in, out channels): each transform costs ~P
+             multiplies per value, the frequency GEMMs save in proportion to the channels
+             (16→32 3×3 on 64×64, P = 65, runs no faster than im2col). float32 and float64
+             alike: the DFT path agrees with im2col to ~1e-15 relative in float64;
     "im2col" otherwise (always on CuPy: the GPU path is unchanged).
+On NumPy, im2col also runs its GEMM one image at a time when Ho·Wo >= PER_IMAGE_MIN_PIXELS
+(256: first layers, where one (O, 9) @ (9, N·Ho·Wo) product is several times slower), writing
+NCHW without a transpose, and then dW needs no transposed dy when dx is not asked for. The
+CPU work runs over batch chunks on gpunet's worker threads (threads.parallel_chunks: im2col,
+col2im, the per-image GEMMs, the DFT path's GEMMs and transposes), BLAS single-threaded
+inside the chunks, which are the parallelism.
 E.g. the CIFAR CNN's 64→64 5×5 on 12×12 (ratio 8.0) and small_cnn's 32→64 3×3 on 14×14
 (3.7) run "dft"; first layers (1 or 3 input channels), strided, grouped and 1×1 convs, im2col.
 """
@@ -50,6 +59,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 ALGORITHMS = ("auto", "im2col", "dft")
 DFT_MIN_CHANNELS = 16   # auto: the frequency-domain path for in and out channels both at least this
 DFT_MIN_RATIO = 3.0     # ... and im2col's GEMM flops at least this many times the frequency GEMMs'
+DFT_MAX_SIZE_PER_CHANNEL = 3  # ... and the DFT size at most this many times min(in, out channels)
 PER_IMAGE_MIN_PIXELS = 256  # im2col on NumPy: one GEMM per image from this output size (Ho·Wo) up
 
 
@@ -160,7 +170,8 @@ class Conv2d(_ConvLayer):
         Ph, Pw = dft_size(H, t, b, kh), dft_size(W, l, r, kw)
         Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
         flops_ratio = 2 * Ho * Wo * kh * kw / (8 * Ph * (Pw // 2 + 1))
-        return "dft" if flops_ratio >= DFT_MIN_RATIO else "im2col"
+        small_transforms = max(Ph, Pw) <= DFT_MAX_SIZE_PER_CHANNEL * min(C, O)
+        return "dft" if flops_ratio >= DFT_MIN_RATIO and small_transforms else "im2col"
 
     @property
     def _inside(self):
