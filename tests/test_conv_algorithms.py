@@ -219,3 +219,31 @@ def test_chunked_paths_match_torch(workers, algorithm):
     layer = nn.Conv2d(4, 6, 3, padding=1, algorithm=algorithm, bias_init="normal", **kw).to(dtype="float64")
     _against_torch(layer, torch.nn.Conv2d(4, 6, 3, padding=1, **kw).double(),
                    np.random.default_rng(0).standard_normal((7, 4, 9, 8)))
+
+
+def test_bench_conv_script_writes_its_json(tmp_path, monkeypatch, capsys):
+    """scripts/bench_conv.py on tiny layers: every variant timed per layer and thread count."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    from threadpoolctl import threadpool_limits
+    from gpunet import threads
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_conv.py"
+    spec = importlib.util.spec_from_file_location("bench_conv", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "LAYERS", {"tiny.first": (2, 1, 3, 6, 3, 1, False, False),
+                                          "tiny.second": (2, 16, 16, 6, 3, 1, True, True)})
+    out = tmp_path / "conv.json"
+    saved = threads._workers
+    with threadpool_limits(limits=None):
+        assert bench.main(["--threads", "1,2", "--repeats", "1", "--no-torch", "--json-out", str(out)]) == 0
+        threads._workers = saved
+    report = json.loads(out.read_text())
+    assert [(r["layer"], r["threads"]) for r in report["results"]] == [
+        ("tiny.first", 1), ("tiny.second", 1), ("tiny.first", 2), ("tiny.second", 2)]
+    for row in report["results"]:
+        for v in ("auto", "im2col"):
+            assert row[v]["forward_ms"] > 0 and row[v]["backward_ms"] > 0
+        assert len(row["load_before"]) in (0, 3)
+    assert "wrote" in capsys.readouterr().out

@@ -157,8 +157,8 @@ class Conv2d(_ConvLayer):
         self._algorithm = value
 
     def algorithm_for(self, x_shape):
-        """The algorithm forward runs on an input of x_shape (N, C, H, W): the forced one, else
-        the rule in the module docstring."""
+        """The algorithm forward runs on an input of x_shape ((N, C, H, W), or Conv1d's (N, C, L)):
+        the forced one, else the rule in the module docstring."""
         if self._algorithm != "auto":
             return self._algorithm
         (kh, kw), C, O = self.kernel_size, self.in_channels, self.out_channels
@@ -366,7 +366,6 @@ class Conv2d(_ConvLayer):
         OpenBLAS runs the one (O, K) @ (K, N·Ho·Wo) product of a first layer (K = 9 or 75)
         several times slower than N products over Ho·Wo columns each, and these write NCHW."""
         return xp is np and Ho * Wo >= PER_IMAGE_MIN_PIXELS
-
 
     def _weight_grad_per_image(self, xp, dy, cols):
         """dW = Σ_n dy[n] (O/g, Ho·Wo) @ cols[:, n].T (Ho·Wo, K) per group, and db, without dy's
