@@ -247,3 +247,15 @@ def test_bench_conv_script_writes_its_json(tmp_path, monkeypatch, capsys):
             assert row[v]["forward_ms"] > 0 and row[v]["backward_ms"] > 0
         assert len(row["load_before"]) in (0, 3)
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_gpu_runs_im2col_and_refuses_dft():
+    """On CuPy "auto" keeps the GPU path (im2col + GEMM); a forced "dft" is refused, naming the device."""
+    from gpunet.errors import DeviceError
+    dev = gn.device("cuda")
+    layer = nn.Conv2d(64, 64, 5, padding=2).to(dev)
+    assert layer.algorithm_for((2, 64, 12, 12)) == "im2col"
+    layer.algorithm = "dft"
+    with pytest.raises(DeviceError, match=r"algorithm='dft' runs on the CPU \(NumPy\) only"):
+        layer(dev.asarray(np.zeros((2, 64, 12, 12), dtype="float32")))

@@ -71,12 +71,7 @@ def _matrix(kind, P, n, start, conj, dtype):
 
 def matrices(xp, kind, P, n, start, conj, dtype):
     m = _matrix(kind, P, n, start, conj, np.dtype(dtype).name)
-    return m if xp is np else _device_matrix(xp, kind, P, n, start, conj, np.dtype(dtype).name)
-
-
-@functools.lru_cache(maxsize=128)
-def _device_matrix(xp, kind, P, n, start, conj, dtype):
-    return xp.asarray(_matrix(kind, P, n, start, conj, dtype))
+    return m if xp is np else xp.asarray(m)
 
 
 _BLOCK = 128  # images per transposed block: source and destination stay in cache

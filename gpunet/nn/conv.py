@@ -22,7 +22,7 @@ gradient back with its adjoint.
 Algorithm (`algorithm=`, also settable as the attribute): "im2col" as above; "dft" computes
 the convolution in the frequency domain (gpunet/nn/_dftconv.py: x's and dy's small 2-d DFTs
 as GEMMs, then one complex (N, C) @ (C, O) GEMM per frequency for each of y, dx and dW), for
-stride 1, dilation 1 and groups 1 only (refused otherwise), any padding and padding_mode;
+stride 1, dilation 1 and groups 1 only, on NumPy only (refused otherwise), any padding and padding_mode;
 it keeps x's spectrum (F·N·C complex) for backward instead of the columns. "auto" (the
 default) picks per call:
     "dft"    on NumPy, stride 1, dilation 1, groups 1, kh and kw >= 3, in and out channels
@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import threads
-from ..errors import GpunetValueError
+from ..errors import DeviceError, GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
 from ._dftconv import analysis, blas_chunks, dft_size, matmul, synthesis
@@ -159,6 +159,9 @@ class Conv2d(_ConvLayer):
     def algorithm_for(self, x_shape):
         """The algorithm forward runs on an input of x_shape ((N, C, H, W), or Conv1d's (N, C, L)):
         the forced one, else the rule in the module docstring."""
+        if self._algorithm == "dft" and self.device.xp is not np:
+            raise DeviceError(f"{self!r}: algorithm='dft' runs on the CPU (NumPy) only, the layer is on "
+                              f"{self.device.name}; use algorithm='auto' or 'im2col' there")
         if self._algorithm != "auto":
             return self._algorithm
         (kh, kw), C, O = self.kernel_size, self.in_channels, self.out_channels
