@@ -52,11 +52,11 @@ def _matrix(kind, P, n, start, conj, dtype):
     sign = 1.0 if conj else -1.0        # analysis exponent sign; synthesis uses the opposite
     if kind in ("Mh", "Sh"):
         f = np.arange(P)
-        phase = 2j * np.pi * np.outer(f, pos) / P          # (P, n)
+        phase = 2j * np.pi * np.mod(np.outer(f, pos), P) / P   # (P, n); exact integer reduction first
         m = np.exp(sign * phase) if kind == "Mh" else (np.exp(-sign * phase) / P).T
         return m.astype(_COMPLEX[np.dtype(dtype)])
     Fw = P // 2 + 1
-    theta = 2 * np.pi * np.outer(pos, np.arange(Fw)) / P  # (n, Fw)
+    theta = 2 * np.pi * np.mod(np.outer(pos, np.arange(Fw)), P) / P  # (n, Fw)
     if kind == "Mw":                                      # e^(sign·iθ) = cos θ + sign·i sin θ
         m = np.stack([np.cos(theta), sign * np.sin(theta)], axis=-1).reshape(n, 2 * Fw)
         return m.astype(dtype)
