@@ -51,7 +51,7 @@ from .. import threads
 from ..errors import DeviceError, GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
-from ._dftconv import analysis, blas_chunks, dft_size, matmul, synthesis
+from ._dftconv import analysis, blas_chunks, dft_size, matmul, single_blas, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
@@ -239,7 +239,8 @@ class Conv2d(_ConvLayer):
     def forward(self, x):
         self._check_input(x)
         if self.algorithm_for(x.shape) == "dft":
-            return self._forward_dft(x)
+            with single_blas():
+                return self._forward_dft(x)
         xp = self.device.xp
         N, _, H, W = x.shape
         Ho, Wo = self._out_hw(H, W)
@@ -335,7 +336,8 @@ class Conv2d(_ConvLayer):
         x, cols, x_shape, y_shape = self._saved()
         self._check_dy(dy, y_shape)
         if isinstance(x, tuple):
-            return self._backward_dft(self._activity_dy(dy), x, x_shape, need_input_grad)
+            with single_blas():
+                return self._backward_dft(self._activity_dy(dy), x, x_shape, need_input_grad)
         xp = self.device.xp
         N, O, Ho, Wo = y_shape
         g = self.groups
