@@ -259,3 +259,15 @@ def test_gpu_runs_im2col_and_refuses_dft():
     layer.algorithm = "dft"
     with pytest.raises(DeviceError, match=r"algorithm='dft' runs on the CPU \(NumPy\) only"):
         layer(dev.asarray(np.zeros((2, 64, 12, 12), dtype="float32")))
+
+
+def test_reduced_precision_keeps_the_one_gemm_path():
+    """A compute precision set on the layer (mixed precision) is emulated by im2col's one GEMM:
+    auto picks it, per-image GEMMs stay off, and a forced "dft" is refused."""
+    layer = nn.Conv2d(64, 64, 5, padding=2)
+    assert layer.algorithm_for((2, 64, 12, 12)) == "dft" and layer._per_image(np, 16, 16)
+    object.__setattr__(layer, "precision", "bf16")
+    assert layer.algorithm_for((2, 64, 12, 12)) == "im2col" and not layer._per_image(np, 16, 16)
+    layer.algorithm = "dft"
+    with pytest.raises(GpunetValueError, match=r"algorithm='dft' computes in the weights' dtype, got precision='bf16'"):
+        layer.algorithm_for((2, 64, 12, 12))

@@ -33,7 +33,8 @@ default) picks per call:
              multiplies per value, the frequency GEMMs save in proportion to the channels
              (16→32 3×3 on 64×64, P = 65, runs no faster than im2col). float32 and float64
              alike: the DFT path agrees with im2col to ~1e-15 relative in float64;
-    "im2col" otherwise (always on CuPy: the GPU path is unchanged).
+    "im2col" otherwise (always on CuPy: the GPU path is unchanged; and whenever a reduced
+             compute precision is set on the layer, which only the one-GEMM path emulates).
 On NumPy, im2col also runs its GEMM one image at a time when Ho·Wo >= PER_IMAGE_MIN_PIXELS
 (256: first layers, where one (O, 9) @ (9, N·Ho·Wo) product is several times slower), writing
 NCHW without a transpose, and then dW needs no transposed dy when dx is not asked for. The
@@ -162,10 +163,13 @@ class Conv2d(_ConvLayer):
         if self._algorithm == "dft" and self.device.xp is not np:
             raise DeviceError(f"{self!r}: algorithm='dft' runs on the CPU (NumPy) only, the layer is on "
                               f"{self.device.name}; use algorithm='auto' or 'im2col' there")
+        if self._algorithm == "dft" and self._reduced_precision():
+            raise GpunetValueError(f"{self!r}: algorithm='dft' computes in the weights' dtype, got "
+                                   f"precision={self.precision!r}; use algorithm='auto' or 'im2col'")
         if self._algorithm != "auto":
             return self._algorithm
         (kh, kw), C, O = self.kernel_size, self.in_channels, self.out_channels
-        if (self.device.xp is not np or self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1
+        if (self.device.xp is not np or self._reduced_precision() or self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1
                 or min(kh, kw) < 3 or min(C, O) < DFT_MIN_CHANNELS):
             return "im2col"
         t, b, l, r = self.pads
@@ -366,11 +370,16 @@ class Conv2d(_ConvLayer):
         dxpad = self._col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), 0, 0)
         return unpad_mode(dxpad, self.pads, self.padding_mode, H, W)
 
+    def _reduced_precision(self):
+        """True when a compute precision other than the weights' own is set on the layer (the
+        one-GEMM im2col path is the one that emulates it; the CPU fast paths keep out)."""
+        return getattr(self, "precision", None) not in (None, "fp32")
+
     def _per_image(self, xp, Ho, Wo):
         """im2col's GEMMs one image at a time (NumPy, outputs of at least PER_IMAGE_MIN_PIXELS):
         OpenBLAS runs the one (O, K) @ (K, N·Ho·Wo) product of a first layer (K = 9 or 75)
         several times slower than N products over Ho·Wo columns each, and these write NCHW."""
-        return xp is np and Ho * Wo >= PER_IMAGE_MIN_PIXELS
+        return xp is np and Ho * Wo >= PER_IMAGE_MIN_PIXELS and not self._reduced_precision()
 
     def _weight_grad_per_image(self, xp, dy, cols):
         """dW = Σ_n dy[n] (O/g, Ho·Wo) @ cols[:, n].T (Ho·Wo, K) per group, and db, without dy's
