@@ -213,7 +213,7 @@ def test_dft_chunked_transposes_match(workers):
 
 @pytest.mark.parametrize("algorithm", ["im2col", "dft"])
 def test_chunked_paths_match_torch(workers, algorithm):
-    """im2col and col2im over batch chunks (strided, grouped), the dft path's split GEMMs."""
+    """im2col and col2im over batch chunks (strided, grouped), the dft path's chunked transposes."""
     torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install '.[test]' brings it")
     kw = dict(stride=2, groups=2) if algorithm == "im2col" else {}
     layer = nn.Conv2d(4, 6, 3, padding=1, algorithm=algorithm, bias_init="normal", **kw).to(dtype="float64")

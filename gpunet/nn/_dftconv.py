@@ -23,6 +23,11 @@ where the real GEMMs read and write complex numbers as (re, im) pairs, and Sw fo
 Hermitian half spectrum back into real values. Conjugated spectra come for free from the
 conjugated matrices (the signals are real). Only x's spectrum (F, N, C) is kept for
 backward, a fraction of im2col's columns.
+
+Threads: the transposes run over image chunks on gpunet's worker threads; the GEMMs use
+BLAS's own threads. Chunked products with BLAS single-threaded were slower inside the
+models at 2 threads (the CIFAR CNN's DFT conv 34–36 ms against 30–31 per step, small_cnn's
+57 against 37), OpenBLAS's threads being awake from the layers around.
 """
 from __future__ import annotations
 
@@ -85,8 +90,7 @@ _single = [0]     # depth of single_blas() scopes now open
 def single_blas():
     """BLAS single-threaded for the scope (once, however deeply nested), when gpunet works on
     several threads: its chunks are then the parallelism, and BLAS threads inside them would
-    oversubscribe the cores. A layer opens one scope per forward or backward: setting the
-    count per product made OpenBLAS wake its threads each time."""
+    oversubscribe the cores."""
     global _blas
     if threads.workers() == 1 or _single[0]:
         _single[0] += 1
@@ -112,23 +116,6 @@ def blas_chunks(fn, n, min_chunk=1):
         return [fn(0, n)]
     with single_blas():
         return threads.parallel_chunks(fn, n, min_chunk=min_chunk)
-
-
-def matmul(xp, a, b, out, split="rows"):
-    """a @ b into out; on NumPy over the worker threads, split along the rows (the leading
-    axis of a and out: rows of a 2-d product, or the batch of a stack) or the columns (of b
-    and out). Many small or thin products scale better so than with BLAS's own threads."""
-    if xp is not np or threads.workers() == 1:
-        return xp.matmul(a, b, out=out)
-    if split == "rows":
-        def part(lo, hi):
-            np.matmul(a[lo:hi], b if b.ndim == 2 else b[lo:hi], out=out[lo:hi])
-        blas_chunks(part, a.shape[0], min_chunk=8)
-    else:
-        def part(lo, hi):
-            np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
-        blas_chunks(part, b.shape[-1], min_chunk=64)
-    return out
 
 
 def _new(xp, scratch, name, shape, dtype):
@@ -172,10 +159,10 @@ def analysis(xp, a, P, start, conj=False, scratch=None, tag=""):
     Fw = Pw // 2 + 1
     dtype, ctype = a.dtype, _COMPLEX[np.dtype(a.dtype)]
     rows = _new(xp, scratch, tag + "rows", (B * R, 2 * Fw), dtype)
-    matmul(xp, a.reshape(B * R, Cc), matrices(xp, "Mw", Pw, Cc, c0, conj, dtype), rows)
+    xp.matmul(a.reshape(B * R, Cc), matrices(xp, "Mw", Pw, Cc, c0, conj, dtype), out=rows)
     moved = _to_last(xp, rows.view(ctype).reshape(B, R, Fw), _new(xp, scratch, tag + "moved", (R, Fw, B), ctype))
     spec = _new(xp, scratch, tag + "spec", (Ph, Fw * B), ctype)
-    matmul(xp, matrices(xp, "Mh", Ph, R, r0, conj, dtype), moved.reshape(R, Fw * B), spec, split="cols")
+    xp.matmul(matrices(xp, "Mh", Ph, R, r0, conj, dtype), moved.reshape(R, Fw * B), out=spec)
     return spec.reshape(Ph, Fw, B)
 
 
@@ -187,8 +174,7 @@ def synthesis(xp, z, P, size, start, conj=False, scratch=None, tag=""):
     ctype = z.dtype
     dtype = np.float32 if np.dtype(ctype) == np.complex64 else np.float64
     cols = _new(xp, scratch, tag + "cols", (R, Fw * B), ctype)
-    matmul(xp, matrices(xp, "Sh", Ph, R, q0, conj, dtype), z.reshape(Ph, Fw * B), cols, split="cols")
+    xp.matmul(matrices(xp, "Sh", Ph, R, q0, conj, dtype), z.reshape(Ph, Fw * B), out=cols)
     moved = _from_last(xp, cols.reshape(R, Fw, B), _new(xp, scratch, tag + "back", (B, R, Fw), ctype))
-    res = xp.empty((B * R, Cc), dtype=dtype)
-    matmul(xp, moved.view(dtype).reshape(B * R, 2 * Fw), matrices(xp, "Sw", Pw, Cc, s0, conj, dtype), res)
+    res = xp.matmul(moved.view(dtype).reshape(B * R, 2 * Fw), matrices(xp, "Sw", Pw, Cc, s0, conj, dtype))
     return res.reshape(B, R, Cc)

@@ -39,8 +39,8 @@ On NumPy, im2col also runs its GEMM one image at a time when Ho·Wo >= PER_IMAGE
 (256: first layers, where one (O, 9) @ (9, N·Ho·Wo) product is several times slower), writing
 NCHW without a transpose, and then dW needs no transposed dy when dx is not asked for. The
 CPU work runs over batch chunks on gpunet's worker threads (threads.parallel_chunks: im2col,
-col2im, the per-image GEMMs, the DFT path's GEMMs and transposes), BLAS single-threaded
-inside the chunks, which are the parallelism.
+col2im, the per-image GEMMs with BLAS single-threaded inside the chunks, the DFT path's
+transposes); the DFT path's GEMMs use BLAS's own threads (see _dftconv).
 E.g. the CIFAR CNN's 64→64 5×5 on 12×12 (ratio 8.0) and small_cnn's 32→64 3×3 on 14×14
 (3.7) run "dft"; first layers (1 or 3 input channels), strided, grouped and 1×1 convs, im2col.
 """
@@ -52,7 +52,7 @@ from .. import threads
 from ..errors import DeviceError, GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
-from ._dftconv import analysis, blas_chunks, dft_size, matmul, single_blas, synthesis
+from ._dftconv import analysis, blas_chunks, dft_size, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
@@ -243,8 +243,7 @@ class Conv2d(_ConvLayer):
     def forward(self, x):
         self._check_input(x)
         if self.algorithm_for(x.shape) == "dft":
-            with single_blas():
-                return self._forward_dft(x)
+            return self._forward_dft(x)
         xp = self.device.xp
         N, _, H, W = x.shape
         Ho, Wo = self._out_hw(H, W)
@@ -299,7 +298,7 @@ class Conv2d(_ConvLayer):
         xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
         wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True,
                       scratch=scratch, tag="w").reshape(F, O, C)
-        yf = matmul(xp, xf, wf.transpose(0, 2, 1), scratch("yf", (F, N, O), xf.dtype))
+        yf = xp.matmul(xf, wf.transpose(0, 2, 1), out=scratch("yf", (F, N, O), xf.dtype))
         if self.bias is not None:  # a constant is the zero frequency alone: b·Ph·Pw there
             yf[0] += self.bias.data * (P[0] * P[1])
         y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0), scratch=scratch, tag="y")
@@ -320,7 +319,7 @@ class Conv2d(_ConvLayer):
             xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
         dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0), conj=True,
                        scratch=scratch, tag="dy").reshape(F, N, O)          # conj(D̂)
-        dwf = matmul(xp, dyf.transpose(0, 2, 1), xf, scratch("dwf", (F, O, C), xf.dtype))
+        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf, out=scratch("dwf", (F, O, C), xf.dtype))
         dw = synthesis(xp, dwf.reshape(P[0], -1, O * C), P, (kh, kw), (-t, -l))
         self.weight.grad += dw.reshape(self.weight.shape)
         self._add_kernel_grad()
@@ -328,7 +327,7 @@ class Conv2d(_ConvLayer):
             self.bias.grad += dyf[0].real.sum(axis=0)
         if not need_input_grad:
             return None
-        dxf = matmul(xp, dyf, wf, scratch("dxf", (F, N, C), xf.dtype))     # conj(dX̂)
+        dxf = xp.matmul(dyf, wf, out=scratch("dxf", (F, N, C), xf.dtype))  # conj(dX̂)
         dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True,
                        scratch=scratch, tag="dx").reshape(N, C, H, W)
         if self.padding_mode == "zeros":
@@ -340,8 +339,7 @@ class Conv2d(_ConvLayer):
         x, cols, x_shape, y_shape = self._saved()
         self._check_dy(dy, y_shape)
         if isinstance(x, tuple):
-            with single_blas():
-                return self._backward_dft(self._activity_dy(dy), x, x_shape, need_input_grad)
+            return self._backward_dft(self._activity_dy(dy), x, x_shape, need_input_grad)
         xp = self.device.xp
         N, O, Ho, Wo = y_shape
         g = self.groups
