@@ -31,7 +31,6 @@ models at 2 threads (the CIFAR CNN's DFT conv 34–36 ms against 30–31 per ste
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
@@ -81,42 +80,6 @@ def matrices(xp, kind, P, n, start, conj, dtype):
 
 
 _BLOCK = 128  # images per transposed block: source and destination stay in cache
-
-_blas = None      # threadpoolctl's controller, made on first use
-_single = [0]     # depth of single_blas() scopes now open
-
-
-@contextlib.contextmanager
-def single_blas():
-    """BLAS single-threaded for the scope (once, however deeply nested), when gpunet works on
-    several threads: its chunks are then the parallelism, and BLAS threads inside them would
-    oversubscribe the cores."""
-    global _blas
-    if threads.workers() == 1 or _single[0]:
-        _single[0] += 1
-        try:
-            yield
-        finally:
-            _single[0] -= 1
-        return
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
-        _blas = ThreadpoolController()
-    with _blas.limit(limits=1, user_api="blas"):
-        _single[0] += 1
-        try:
-            yield
-        finally:
-            _single[0] -= 1
-
-
-def blas_chunks(fn, n, min_chunk=1):
-    """[fn(lo, hi) ...] over [0, n) in chunks on gpunet's worker threads, BLAS single-threaded."""
-    if threads.workers() == 1 or n < 2 * min_chunk:
-        return [fn(0, n)]
-    with single_blas():
-        return threads.parallel_chunks(fn, n, min_chunk=min_chunk)
-
 
 def _new(xp, scratch, name, shape, dtype):
     return xp.empty(shape, dtype=dtype) if scratch is None else scratch(name, shape, dtype)

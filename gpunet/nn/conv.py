@@ -38,9 +38,10 @@ default) picks per call:
 On NumPy, im2col also runs its GEMM one image at a time when Ho·Wo >= PER_IMAGE_MIN_PIXELS
 (256: first layers, where one (O, 9) @ (9, N·Ho·Wo) product is several times slower), writing
 NCHW without a transpose, and then dW needs no transposed dy when dx is not asked for. The
-CPU work runs over batch chunks on gpunet's worker threads (threads.parallel_chunks: im2col,
-col2im, the per-image GEMMs with BLAS single-threaded inside the chunks, the DFT path's
-transposes); the DFT path's GEMMs use BLAS's own threads (see _dftconv).
+gathers and scatters run over batch chunks on gpunet's worker threads (threads.parallel_chunks:
+im2col, col2im, the DFT path's transposes); every GEMM uses BLAS's own threads. (Chunked
+GEMMs with BLAS single-threaded scaled in isolation but were slower inside the models at 2
+threads: OpenBLAS's threads, awake from the layers around, took the second core.)
 E.g. the CIFAR CNN's 64→64 5×5 on 12×12 (ratio 8.0) and small_cnn's 32→64 3×3 on 14×14
 (3.7) run "dft"; first layers (1 or 3 input channels), strided, grouped and 1×1 convs, im2col.
 """
@@ -52,7 +53,7 @@ from .. import threads
 from ..errors import DeviceError, GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
-from ._dftconv import analysis, blas_chunks, dft_size, synthesis
+from ._dftconv import analysis, dft_size, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
@@ -253,13 +254,9 @@ class Conv2d(_ConvLayer):
             # y[n] = W2 @ cols[:, n]: each image's (K, Ho·Wo) block is a strided GEMM operand,
             # and the products land in NCHW directly (no (O, N·Ho·Wo) buffer, no transpose).
             y = xp.empty((N, g, O // g, Ho * Wo), dtype=x.dtype)
-            w3, c4 = self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3)
-
-            def images(lo, hi):
-                xp.matmul(w3, c4[lo:hi], out=y[lo:hi])
-                if self.bias is not None:
-                    y[lo:hi] += self.bias.data.reshape(g, O // g, 1)
-            blas_chunks(images, N)
+            xp.matmul(self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3), out=y)
+            if self.bias is not None:
+                y += self.bias.data.reshape(g, O // g, 1)
             y = y.reshape(N, O, Ho, Wo)
             self._cache = (None, cols, x.shape, y.shape) if self.training else (x, None, x.shape, y.shape)
             return self._keep_output(y)
@@ -387,15 +384,9 @@ class Conv2d(_ConvLayer):
         dy4 = dy.reshape(N, g, O // g, Ho * Wo)
         c4 = cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 3, 1)          # (N, g, Ho·Wo, K)
         step = max(1, (1 << 20) // (O * c4.shape[3]))
-
-        def images(lo, hi):
-            total = 0
-            for a in range(lo, hi, step):
-                e = min(hi, a + step)
-                total = total + xp.matmul(dy4[a:e], c4[a:e]).sum(axis=0)
-            return total
-        parts = blas_chunks(images, N)
-        self.weight.grad += sum(parts[1:], parts[0]).reshape(self.weight.shape)
+        for a in range(0, N, step):
+            part = xp.matmul(dy4[a:a + step], c4[a:a + step]).sum(axis=0)
+            self.weight.grad += part.reshape(self.weight.shape)
         self._add_kernel_grad()
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=(0, 2, 3))
