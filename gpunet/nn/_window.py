@@ -118,14 +118,18 @@ def im2col(x, kh, kw, sh, sw, ph, pw, out=None, dh=1, dw=1):
     one strided copy: rows of Wo); then each row offset i is a slice xj[:, :, dh·i + sh·ho] whose
     (Ho, Wo) block is contiguous when sh = 1. A direct copy per (i, j) would move every
     element in rows of only Wo, which NumPy runs far below memory speed.
-    `out`: a contiguous array of cols' size to write into (the layer's reused buffer).
+    `out`: a contiguous array of cols' size to write into (the layer's reused buffer), or a
+    (C, kh, kw, N, Ho, Wo) view, e.g. one batch chunk of a larger buffer.
     """
     xp = backend.xp_of(x)
     N, C, H, W = x.shape
     Ho, Wo = out_size(H, kh, sh, ph, dh), out_size(W, kw, sw, pw, dw)
     xt = x.transpose(1, 0, 2, 3)
     shape = (C, kh, kw, N, Ho, Wo)
-    cols = out.reshape(shape) if out is not None else xp.empty(shape, dtype=x.dtype)
+    if out is None:
+        cols = xp.empty(shape, dtype=x.dtype)
+    else:
+        cols = out if out.ndim == 6 else out.reshape(shape)
     xj = xp.empty((C, N, H + 2 * ph, Wo), dtype=x.dtype)
     for j in range(kw):
         lo, hi, w0 = _column_span(dw * j, sw, pw, W, Wo)
@@ -136,17 +140,18 @@ def im2col(x, kh, kw, sh, sw, ph, pw, out=None, dh=1, dw=1):
     return cols
 
 
-def col2im(dcols, x_shape, sh, sw, ph, pw, dh=1, dw=1):
+def col2im(dcols, x_shape, sh, sw, ph, pw, dh=1, dw=1, out=None):
     """The adjoint of im2col: dcols (C, kh, kw, N, Ho, Wo) -> dx (N, C, H, W), overlaps summed.
 
     The same two stages in reverse: per kernel column j, the kh row offsets add into
     dxj (C, N, Hp, Wo) over contiguous spans, then dxj's in-bounds columns add into dx.
     Sequential slice adds are exact where windows overlap (no scatter-add needed).
+    `out`: a zeroed (N, C, H, W) array (or view) to add into.
     """
     xp = backend.xp_of(dcols)
     N, C, H, W = x_shape
     _, kh, kw, _, Ho, Wo = dcols.shape
-    dx = xp.zeros((N, C, H, W), dtype=dcols.dtype)
+    dx = xp.zeros((N, C, H, W), dtype=dcols.dtype) if out is None else out
     dxt = dx.transpose(1, 0, 2, 3)  # a view: dx is written in NCHW directly
     dxj = xp.empty((C, N, H + 2 * ph, Wo), dtype=dcols.dtype)
     for j in range(kw):

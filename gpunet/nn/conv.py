@@ -1,4 +1,5 @@
-"""1-d and 2-d convolution (cross-correlation, as in PyTorch) by im2col and one GEMM per group.
+"""1-d and 2-d convolution (cross-correlation, as in PyTorch): im2col and one GEMM per group,
+or for stride-1 convolutions over many channels, GEMMs per frequency (_dftconv).
 
     x (N, C, H, W), W (O, C/g, kh, kw), b (O,) -> y (N, O, Ho, Wo),  g = groups
     y[n, o, ho, wo] = b[o] + Σ_{c∈group(o), i, j} W[o, c, i, j] · xpad[n, c, sh·ho + dh·i, sw·wo + dw·j]
@@ -17,17 +18,52 @@ total dh·(kh − 1), the extra row of an even total at the bottom/right as in P
 padding_mode "zeros", "reflect", "replicate" or "circular". Symmetric zero padding runs
 inside im2col; the other cases pad x explicitly first (_window.pad_mode) and fold the
 gradient back with its adjoint.
+
+Algorithm (`algorithm=`, also settable as the attribute): "im2col" as above; "dft" computes
+the convolution in the frequency domain (gpunet/nn/_dftconv.py: x's and dy's small 2-d DFTs
+as GEMMs, then one complex (N, C) @ (C, O) GEMM per frequency for each of y, dx and dW), for
+stride 1, dilation 1 and groups 1 only, on NumPy only (refused otherwise), any padding and padding_mode;
+it keeps x's spectrum (F·N·C complex) for backward instead of the columns. "auto" (the
+default) picks per call:
+    "dft"    on NumPy, stride 1, dilation 1, groups 1, kh and kw >= 3, in and out channels
+             >= DFT_MIN_CHANNELS (16), and im2col's GEMM flops >= DFT_MIN_RATIO (3) times the
+             frequency GEMMs', 2·Ho·Wo·kh·kw / (8·Ph·(Pw//2 + 1)) with the DFT size
+             Ph = max(H + max(top, bottom), kh) (Pw alike), and max(Ph, Pw) <=
+             DFT_MAX_SIZE_PER_CHANNEL (3) · min(in, out channels): each transform costs ~P
+             multiplies per value, the frequency GEMMs save in proportion to the channels
+             (16→32 3×3 on 64×64, P = 65, runs no faster than im2col). float32 and float64
+             alike: the DFT path agrees with im2col to ~1e-15 relative in float64;
+    "im2col" otherwise (always on CuPy: the GPU path is unchanged; and whenever a reduced
+             compute precision is set on the layer, which only the one-GEMM path emulates).
+On NumPy, im2col also runs its GEMM one image at a time when Ho·Wo >= PER_IMAGE_MIN_PIXELS
+(256: first layers, where one (O, 9) @ (9, N·Ho·Wo) product is several times slower), writing
+NCHW without a transpose, and then dW needs no transposed dy when dx is not asked for. The
+gathers and scatters run over batch chunks on gpunet's worker threads (threads.parallel_chunks:
+im2col, col2im, the DFT path's transposes); every GEMM uses BLAS's own threads. (Chunked
+GEMMs with BLAS single-threaded scaled in isolation but were slower inside the models at 2
+threads: OpenBLAS's threads, awake from the layers around, took the second core.)
+E.g. the CIFAR CNN's 64→64 5×5 on 12×12 (ratio 8.0) and small_cnn's 32→64 3×3 on 14×14
+(3.7) run "dft"; first layers (1 or 3 input channels), strided, grouped and 1×1 convs, im2col.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import precision as _precision
-from ..errors import GpunetValueError
+from .. import threads
+from ..errors import DeviceError, GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
+from ._dftconv import analysis, dft_size, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+ALGORITHMS = ("auto", "im2col", "dft")
+DFT_MIN_CHANNELS = 16   # auto: the frequency-domain path for in and out channels both at least this
+DFT_MIN_RATIO = 3.0     # ... and im2col's GEMM flops at least this many times the frequency GEMMs'
+DFT_MAX_SIZE_PER_CHANNEL = 3  # ... and the DFT size at most this many times min(in, out channels)
+PER_IMAGE_MIN_PIXELS = 256  # im2col on NumPy: one GEMM per image from this output size (Ho·Wo) up
 
 
 def conv_padding(owner, padding, kernel_size, stride, dilation):
@@ -98,7 +134,7 @@ class Conv2d(_ConvLayer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="glorot_uniform", bias_init=None, kernel_regularizer=None,
-                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
+                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
         super().__init__()
         name = type(self).__name__
         self._init_sizes(name, in_channels, out_channels, kernel_size, stride, dilation, groups)
@@ -110,6 +146,45 @@ class Conv2d(_ConvLayer):
         self.padding = padding if isinstance(padding, str) else (self.pads[0], self.pads[2])
         self._init_parameters(name, (self.out_channels, self.in_channels // self.groups, *self.kernel_size),
                               bias, init, bias_init, kernel_regularizer, activity_regularizer)
+        self.algorithm = algorithm
+
+    @property
+    def algorithm(self):
+        """"auto" (chosen per call by shape, dtype and device), "im2col" or "dft"."""
+        return self._algorithm
+
+    @algorithm.setter
+    def algorithm(self, value):
+        name = type(self).__name__
+        if not isinstance(value, str) or value not in ALGORITHMS:
+            raise GpunetValueError(f"{name}: algorithm expected one of {ALGORITHMS}, got {value!r}")
+        if value == "dft" and (self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1):
+            raise GpunetValueError(f"{name}: algorithm='dft' expected stride 1, dilation 1 and groups 1, "
+                                   f"got stride={self.stride}, dilation={self.dilation}, groups={self.groups}")
+        self._algorithm = value
+
+    def algorithm_for(self, x_shape):
+        """The algorithm forward runs on an input of x_shape ((N, C, H, W), or Conv1d's (N, C, L)):
+        the forced one, else the rule in the module docstring."""
+        if self._algorithm == "dft" and self.device.xp is not np:
+            raise DeviceError(f"{self!r}: algorithm='dft' runs on the CPU (NumPy) only, the layer is on "
+                              f"{self.device.name}; use algorithm='auto' or 'im2col' there")
+        if self._algorithm == "dft" and self._reduced_precision():
+            raise GpunetValueError(f"{self!r}: algorithm='dft' computes in the weights' dtype, got "
+                                   f"precision={self.precision!r}; use algorithm='auto' or 'im2col'")
+        if self._algorithm != "auto":
+            return self._algorithm
+        (kh, kw), C, O = self.kernel_size, self.in_channels, self.out_channels
+        if (self.device.xp is not np or self._reduced_precision() or self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1
+                or min(kh, kw) < 3 or min(C, O) < DFT_MIN_CHANNELS):
+            return "im2col"
+        t, b, l, r = self.pads
+        H, W = x_shape[2:] if len(x_shape) == 4 else (1, x_shape[-1])  # Conv1d: (N, C, L)
+        Ph, Pw = dft_size(H, t, b, kh), dft_size(W, l, r, kw)
+        Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
+        flops_ratio = 2 * Ho * Wo * kh * kw / (8 * Ph * (Pw // 2 + 1))
+        small_transforms = max(Ph, Pw) <= DFT_MAX_SIZE_PER_CHANNEL * min(C, O)
+        return "dft" if flops_ratio >= DFT_MIN_RATIO and small_transforms else "im2col"
 
     @property
     def _inside(self):
@@ -146,7 +221,26 @@ class Conv2d(_ConvLayer):
             ph, pw = self.pads[0], self.pads[2]
         else:
             x, ph, pw = pad_mode(x, self.pads, self.padding_mode), 0, 0
-        return im2col(x, kh, kw, sh, sw, ph, pw, out=out, dh=dh, dw=dw).reshape(out.shape)
+        if self.device.xp is not np:
+            return im2col(x, kh, kw, sh, sw, ph, pw, out=out, dh=dh, dw=dw).reshape(out.shape)
+        cols6 = out.reshape(self.in_channels, kh, kw, x.shape[0], Ho, Wo)
+
+        def images(lo, hi):  # over batch chunks on the worker threads
+            im2col(x[lo:hi], kh, kw, sh, sw, ph, pw, out=cols6[:, :, :, lo:hi], dh=dh, dw=dw)
+        threads.parallel_chunks(images, x.shape[0], min_chunk=2)
+        return out
+
+    def _col2im(self, dcols, shape, ph, pw):
+        """col2im over batch chunks on the worker threads (NumPy): each chunk owns its images."""
+        xp = self.device.xp
+        if xp is not np:
+            return col2im(dcols, shape, *self.stride, ph, pw, *self.dilation)
+        dx = np.zeros(shape, dtype=dcols.dtype)
+
+        def images(lo, hi):
+            col2im(dcols[:, :, :, lo:hi], (hi - lo, *shape[1:]), *self.stride, ph, pw, *self.dilation, out=dx[lo:hi])
+        threads.parallel_chunks(images, shape[0], min_chunk=2)
+        return dx
 
     def _w3(self):
         """The weight as (g, O/g, K)."""
@@ -154,6 +248,8 @@ class Conv2d(_ConvLayer):
 
     def forward(self, x):
         self._check_input(x)
+        if self.algorithm_for(x.shape) == "dft":
+            return self._forward_dft(x)
         xp = self.device.xp
         N, _, H, W = x.shape
         Ho, Wo = self._out_hw(H, W)
@@ -161,6 +257,16 @@ class Conv2d(_ConvLayer):
         xc, w3 = _precision.cast(p, x), _precision.cast(p, self._w3())
         cols = self._cols(xc, Ho, Wo)                             # (g·K, N·Ho·Wo)
         O, g, L = self.out_channels, self.groups, cols.shape[1]
+        if self._per_image(xp, Ho, Wo):  # fp32 only
+            # y[n] = W2 @ cols[:, n]: each image's (K, Ho·Wo) block is a strided GEMM operand,
+            # and the products land in NCHW directly (no (O, N·Ho·Wo) buffer, no transpose).
+            y = xp.empty((N, g, O // g, Ho * Wo), dtype=x.dtype)
+            xp.matmul(self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3), out=y)
+            if self.bias is not None:
+                y += self.bias.data.reshape(g, O // g, 1)
+            y = y.reshape(N, O, Ho, Wo)
+            self._cache = (None, cols, x.shape, y.shape, w3) if self.training else (x, None, x.shape, y.shape, w3)
+            return self._keep_output(y)
         # With N = 1 or O = 1 the (O, N, Ho, Wo) → NCHW transpose below is already contiguous
         # and would return the GEMM's buffer itself: the next call would overwrite it.
         y = xp.empty((O, L), dtype=x.dtype) if (N == 1 or O == 1) else self._scratch("y", (O, L), x.dtype)
@@ -172,16 +278,80 @@ class Conv2d(_ConvLayer):
         self._cache = (None, cols, x.shape, y.shape, w3) if self.training else (xc, None, x.shape, y.shape, w3)
         return self._keep_output(y)
 
+    def _dft_geometry(self, x_shape):
+        """(pads, P) of the frequency-domain path: the zero pads it applies as a phase (all 0
+        when another padding_mode pads x explicitly first) and the DFT size (Ph, Pw)."""
+        (kh, kw), (H, W) = self.kernel_size, x_shape[2:]
+        pads = self.pads if self.padding_mode == "zeros" else (0, 0, 0, 0)
+        if self.padding_mode != "zeros":
+            t, b, l, r = self.pads
+            H, W = H + t + b, W + l + r
+        t, b, l, r = pads
+        return pads, (dft_size(H, t, b, kh), dft_size(W, l, r, kw))
+
+    def _forward_dft(self, x):
+        xp, scratch = self.device.xp, self._scratch
+        x_shape = x.shape
+        if self.padding_mode != "zeros":
+            x = pad_mode(x, self.pads, self.padding_mode)
+        (t, b, l, r), P = self._dft_geometry(x_shape)
+        N, C, H, W = x.shape
+        O, (kh, kw) = self.out_channels, self.kernel_size
+        Ho, Wo = H + t + b - kh + 1, W + l + r - kw + 1
+        F = P[0] * (P[1] // 2 + 1)
+        xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
+        wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True,
+                      scratch=scratch, tag="w").reshape(F, O, C)
+        yf = xp.matmul(xf, wf.transpose(0, 2, 1), out=scratch("yf", (F, N, O), xf.dtype))
+        if self.bias is not None:  # a constant is the zero frequency alone: b·Ph·Pw there
+            yf[0] += self.bias.data * (P[0] * P[1])
+        y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0), scratch=scratch, tag="y")
+        # Training keeps x's spectrum for dW; eval keeps x only (backward, if asked, redoes it).
+        kept = ("dft", xf if self.training else x, wf)
+        self._cache = (kept, None, x_shape, (N, O, Ho, Wo), None)
+        return self._keep_output(y.reshape(N, O, Ho, Wo))
+
+    def _backward_dft(self, dy, kept, x_shape, need_input_grad):
+        xp, scratch = self.device.xp, self._scratch
+        _, xf, wf = kept
+        (t, b, l, r), P = self._dft_geometry(x_shape)
+        N, O, Ho, Wo = dy.shape
+        C, (kh, kw) = self.in_channels, self.kernel_size
+        H, W = Ho - t - b + kh - 1, Wo - l - r + kw - 1                     # x's (padded) size
+        F = wf.shape[0]
+        if xf.ndim == 4:                                                  # eval: x was kept
+            xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
+        dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0), conj=True,
+                       scratch=scratch, tag="dy").reshape(F, N, O)          # conj(D̂)
+        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf, out=scratch("dwf", (F, O, C), xf.dtype))
+        dw = synthesis(xp, dwf.reshape(P[0], -1, O * C), P, (kh, kw), (-t, -l))
+        self.weight.grad += dw.reshape(self.weight.shape)
+        self._add_kernel_grad()
+        if self.bias is not None:  # Σ dy is the zero frequency of dy's spectrum
+            self.bias.grad += dyf[0].real.sum(axis=0)
+        if not need_input_grad:
+            return None
+        dxf = xp.matmul(dyf, wf, out=scratch("dxf", (F, N, C), xf.dtype))  # conj(dX̂)
+        dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True,
+                       scratch=scratch, tag="dx").reshape(N, C, H, W)
+        if self.padding_mode == "zeros":
+            return dx
+        return unpad_mode(dx, self.pads, self.padding_mode, *x_shape[2:])
+
     def backward(self, dy, need_input_grad=True):
         """dx, or None when need_input_grad=False (the first layer: no dcols GEMM, no col2im)."""
         x, cols, x_shape, y_shape, w3 = self._saved()
         self._check_dy(dy, y_shape)
+        if isinstance(x, tuple):
+            return self._backward_dft(self._activity_dy(dy), x, x_shape, need_input_grad)
         xp = self.device.xp
         N, O, Ho, Wo = y_shape
         g = self.groups
         if cols is None:
             cols = self._cols(x, Ho, Wo)
         dy = self._activity_dy(dy)
+        if not need_input_grad and self._per_image(xp, Ho, Wo):
+            return self._weight_grad_per_image(xp, xp.ascontiguousarray(dy), cols)
         dy2 = self._scratch("dy", (O, N, Ho, Wo), dy.dtype)
         dy2[...] = dy.transpose(1, 0, 2, 3)
         dy3 = dy2.reshape(g, O // g, -1)                                     # (g, O/g, L)
@@ -198,11 +368,38 @@ class Conv2d(_ConvLayer):
         _gemm(xp, w3.transpose(0, 2, 1), dy3c, dcols.reshape(cols3.shape), p)  # (g, K, L)
         dcols = dcols.reshape(self.in_channels, *self.kernel_size, N, Ho, Wo)
         if self._inside:
-            return col2im(dcols, x_shape, *self.stride, self.pads[0], self.pads[2], *self.dilation)
+            return self._col2im(dcols, x_shape, self.pads[0], self.pads[2])
         t, b, l, r = self.pads
         H, W = x_shape[2:]
-        dxpad = col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), *self.stride, 0, 0, *self.dilation)
+        dxpad = self._col2im(dcols, (N, self.in_channels, H + t + b, W + l + r), 0, 0)
         return unpad_mode(dxpad, self.pads, self.padding_mode, H, W)
+
+    def _reduced_precision(self):
+        """True when a compute precision other than the weights' own is set on the layer (the
+        one-GEMM im2col path is the one that emulates it; the CPU fast paths keep out)."""
+        return self.precision is not None
+
+    def _per_image(self, xp, Ho, Wo):
+        """im2col's GEMMs one image at a time (NumPy, outputs of at least PER_IMAGE_MIN_PIXELS):
+        OpenBLAS runs the one (O, K) @ (K, N·Ho·Wo) product of a first layer (K = 9 or 75)
+        several times slower than N products over Ho·Wo columns each, and these write NCHW."""
+        return xp is np and Ho * Wo >= PER_IMAGE_MIN_PIXELS and not self._reduced_precision()
+
+    def _weight_grad_per_image(self, xp, dy, cols):
+        """dW = Σ_n dy[n] (O/g, Ho·Wo) @ cols[:, n].T (Ho·Wo, K) per group, and db, without dy's
+        (O, N·Ho·Wo) transpose; partial sums over a few images at a time keep the buffer small."""
+        N, O, Ho, Wo = dy.shape
+        g = self.groups
+        dy4 = dy.reshape(N, g, O // g, Ho * Wo)
+        c4 = cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 3, 1)          # (N, g, Ho·Wo, K)
+        step = max(1, (1 << 20) // (O * c4.shape[3]))
+        for a in range(0, N, step):
+            part = xp.matmul(dy4[a:a + step], c4[a:a + step]).sum(axis=0)
+            self.weight.grad += part.reshape(self.weight.shape)
+        self._add_kernel_grad()
+        if self.bias is not None:
+            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        return None
 
     def extra_repr(self):
         s = f"{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}"
@@ -234,13 +431,13 @@ class Conv1d(Conv2d):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="glorot_uniform", bias_init=None, kernel_regularizer=None,
-                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros"):
+                 activity_regularizer=None, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
         k = positive_int("Conv1d", "kernel_size", kernel_size)
         s = positive_int("Conv1d", "stride", stride)
         d = positive_int("Conv1d", "dilation", dilation)
         p = padding if isinstance(padding, str) else (0, positive_int("Conv1d", "padding", padding, minimum=0))
         super().__init__(in_channels, out_channels, (1, k), (1, s), p, bias, init, bias_init,
-                         kernel_regularizer, activity_regularizer, (1, d), groups, padding_mode)
+                         kernel_regularizer, activity_regularizer, (1, d), groups, padding_mode, algorithm)
         self.weight.data = self.weight.data.reshape(self.out_channels, -1, k)
         self.weight.grad = self.weight.grad.reshape(self.weight.data.shape)
 
