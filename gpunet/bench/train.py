@@ -306,10 +306,16 @@ def environment(dev, with_torch: bool) -> dict:
     blas, blas_lib = host.blas_threads()
     env = {"device": dev.name, "device_name": host.device_name(dev),
            "cpu_model": host.cpu_model(), "cpu_count": host.cpu_count(), "blas": blas_lib,
-           "blas_threads": blas, "versions": backend.versions()}
+           "blas_threads": blas, "versions": backend.versions(), "cpu_loops": cpu_loops()}
     if with_torch:
         env.update(configure_torch(dev))
     return env
+
+
+def cpu_loops() -> str:
+    """Which CPU loops the layers run: Numba's compiled ones (gpunet[cpu]) or the NumPy paths."""
+    from ..nn import _jit
+    return _jit.describe()
 
 
 def default_out(report: dict) -> str:

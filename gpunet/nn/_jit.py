@@ -37,6 +37,14 @@ def use(enabled: bool = True) -> bool:
     return old
 
 
+def describe() -> str:
+    """Which loops run: "numba X.Y", or "numpy (why)" when switched off or unavailable."""
+    if kernels() is None:
+        return "numpy (switched off)" if not _state["enabled"] else f"numpy (Numba unavailable: {_state['error']})"
+    import numba
+    return f"numba {numba.__version__}"
+
+
 def kernels():
     """The compiled loops as a namespace, or None (switched off, or Numba not installed)."""
     if not _state["enabled"]:
