@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from . import backend, threads
 from .errors import GpunetValueError
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -194,8 +194,13 @@ def cast(policy, a):
     return a if policy is None else policy.cast(a)
 
 
-def matmul(policy, a, b, out=None):
-    """`policy.matmul(a, b, out)`, or a plain matmul without a policy (fp32)."""
+def matmul(policy, a, b, out=None, split=True):
+    """`policy.matmul(a, b, out)`, or a plain matmul without a policy (fp32): on NumPy over
+    gpunet's workers when gpunet splits GEMMs (threads.matmul; split=False: a Linear layer's,
+    threads.matmul(linear=True))."""
     if policy is None:
-        return backend.xp_of(a).matmul(a, b, out=out)
+        xp = backend.xp_of(a)
+        if xp is not np:
+            return xp.matmul(a, b, out=out)
+        return threads.matmul(a, b, out=out, linear=not split)
     return policy.matmul(a, b, out=out)

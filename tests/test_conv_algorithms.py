@@ -156,15 +156,18 @@ def test_algorithm_refusals():
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def workers(request):
-    """gpunet's thread count for the test (chunked paths at 2), restored afterwards."""
+def workers(request, monkeypatch):
+    """gpunet's thread count for the test (chunked paths and every GEMM split at 2), restored afterwards."""
     from threadpoolctl import threadpool_limits
     from gpunet import threads
-    saved = threads._workers
+    saved = threads._workers, threads._split
+    monkeypatch.setattr(threads, "SPLIT_MIN_FLOPS", 0)
+    monkeypatch.setattr(threads, "_blas_awake_until", 0.0)   # no BLAS threads awake: split
+    monkeypatch.setattr(threads, "SPIN_S", 0.0)
     with threadpool_limits(limits=None):
         gn.set_threads(request.param)
         yield request.param
-        threads._workers = saved
+        threads._workers, threads._split = saved
 
 
 PER_IMAGE_CASES = [  # (in, out, kwargs, input shape)

@@ -24,10 +24,9 @@ Hermitian half spectrum back into real values. Conjugated spectra come for free 
 conjugated matrices (the signals are real). Only x's spectrum (F, N, C) is kept for
 backward, a fraction of im2col's columns.
 
-Threads: the transposes run over image chunks on gpunet's worker threads; the GEMMs use
-BLAS's own threads. Chunked products with BLAS single-threaded were slower inside the
-models at 2 threads (the CIFAR CNN's DFT conv 34–36 ms against 30–31 per step, small_cnn's
-57 against 37), OpenBLAS's threads being awake from the layers around.
+Threads: the transposes run over image chunks on gpunet's worker threads, and the GEMMs
+split over them too (threads.matmul, BLAS single-threaded per chunk): BLAS's own threads,
+spinning after each product, took the second core from the chunked passes around.
 """
 from __future__ import annotations
 
@@ -79,6 +78,11 @@ def matrices(xp, kind, P, n, start, conj, dtype):
     return m if xp is np else xp.asarray(m)
 
 
+def matmul(xp, a, b, out=None):
+    """a @ b: on NumPy over gpunet's workers when it splits GEMMs (threads.matmul)."""
+    return threads.matmul(a, b, out=out) if xp is np else xp.matmul(a, b, out=out)
+
+
 _BLOCK = 128  # images per transposed block: source and destination stay in cache
 
 def _new(xp, scratch, name, shape, dtype):
@@ -122,10 +126,10 @@ def analysis(xp, a, P, start, conj=False, scratch=None, tag=""):
     Fw = Pw // 2 + 1
     dtype, ctype = a.dtype, _COMPLEX[np.dtype(a.dtype)]
     rows = _new(xp, scratch, tag + "rows", (B * R, 2 * Fw), dtype)
-    xp.matmul(a.reshape(B * R, Cc), matrices(xp, "Mw", Pw, Cc, c0, conj, dtype), out=rows)
+    matmul(xp, a.reshape(B * R, Cc), matrices(xp, "Mw", Pw, Cc, c0, conj, dtype), out=rows)
     moved = _to_last(xp, rows.view(ctype).reshape(B, R, Fw), _new(xp, scratch, tag + "moved", (R, Fw, B), ctype))
     spec = _new(xp, scratch, tag + "spec", (Ph, Fw * B), ctype)
-    xp.matmul(matrices(xp, "Mh", Ph, R, r0, conj, dtype), moved.reshape(R, Fw * B), out=spec)
+    matmul(xp, matrices(xp, "Mh", Ph, R, r0, conj, dtype), moved.reshape(R, Fw * B), out=spec)
     return spec.reshape(Ph, Fw, B)
 
 
@@ -137,7 +141,7 @@ def synthesis(xp, z, P, size, start, conj=False, scratch=None, tag=""):
     ctype = z.dtype
     dtype = np.float32 if np.dtype(ctype) == np.complex64 else np.float64
     cols = _new(xp, scratch, tag + "cols", (R, Fw * B), ctype)
-    xp.matmul(matrices(xp, "Sh", Ph, R, q0, conj, dtype), z.reshape(Ph, Fw * B), out=cols)
+    matmul(xp, matrices(xp, "Sh", Ph, R, q0, conj, dtype), z.reshape(Ph, Fw * B), out=cols)
     moved = _from_last(xp, cols.reshape(R, Fw, B), _new(xp, scratch, tag + "back", (B, R, Fw), ctype))
-    res = xp.matmul(moved.view(dtype).reshape(B * R, 2 * Fw), matrices(xp, "Sw", Pw, Cc, s0, conj, dtype))
+    res = matmul(xp, moved.view(dtype).reshape(B * R, 2 * Fw), matrices(xp, "Sw", Pw, Cc, s0, conj, dtype))
     return res.reshape(B, R, Cc)

@@ -39,9 +39,10 @@ On NumPy, im2col also runs its GEMM one image at a time when Ho·Wo >= PER_IMAGE
 (256: first layers, where one (O, 9) @ (9, N·Ho·Wo) product is several times slower), writing
 NCHW without a transpose, and then dW needs no transposed dy when dx is not asked for. The
 gathers and scatters run over batch chunks on gpunet's worker threads (threads.parallel_chunks:
-im2col, col2im, the DFT path's transposes); every GEMM uses BLAS's own threads. (Chunked
-GEMMs with BLAS single-threaded scaled in isolation but were slower inside the models at 2
-threads: OpenBLAS's threads, awake from the layers around, took the second core.)
+im2col, col2im, the DFT path's transposes), and so do the GEMMs (threads.matmul: over images,
+frequencies, rows or columns, each chunk one single-threaded BLAS call): with BLAS's own
+threads, OpenBLAS's idle workers spin for ~0.1 s after each product and take the core the
+chunked passes of the layers around need (small_cnn at 2 threads: 2.7k → 3.5–3.9k samples/s).
 E.g. the CIFAR CNN's 64→64 5×5 on 12×12 (ratio 8.0) and small_cnn's 32→64 3×3 on 14×14
 (3.7) run "dft"; first layers (1 or 3 input channels), strided, grouped and 1×1 convs, im2col.
 """
@@ -54,7 +55,7 @@ from .. import threads
 from ..errors import DeviceError, GpunetValueError
 from . import init as _init
 from ._layer import RegularizedLayer, boolean, int_pair, positive_int
-from ._dftconv import analysis, dft_size, synthesis
+from ._dftconv import analysis, dft_size, matmul as _mm, synthesis
 from ._window import col2im, im2col, out_size, pad_mode, unpad_mode
 from .module import Parameter
 
@@ -261,7 +262,7 @@ class Conv2d(_ConvLayer):
             # y[n] = W2 @ cols[:, n]: each image's (K, Ho·Wo) block is a strided GEMM operand,
             # and the products land in NCHW directly (no (O, N·Ho·Wo) buffer, no transpose).
             y = xp.empty((N, g, O // g, Ho * Wo), dtype=x.dtype)
-            xp.matmul(self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3), out=y)
+            threads.matmul(self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3), out=y)
             if self.bias is not None:
                 y += self.bias.data.reshape(g, O // g, 1)
             y = y.reshape(N, O, Ho, Wo)
@@ -302,7 +303,7 @@ class Conv2d(_ConvLayer):
         xf = analysis(xp, x.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
         wf = analysis(xp, self.weight.data.reshape(O * C, kh, kw), P, (-t, -l), conj=True,
                       scratch=scratch, tag="w").reshape(F, O, C)
-        yf = xp.matmul(xf, wf.transpose(0, 2, 1), out=scratch("yf", (F, N, O), xf.dtype))
+        yf = _mm(xp, xf, wf.transpose(0, 2, 1), out=scratch("yf", (F, N, O), xf.dtype))
         if self.bias is not None:  # a constant is the zero frequency alone: b·Ph·Pw there
             yf[0] += self.bias.data * (P[0] * P[1])
         y = synthesis(xp, yf.reshape(P[0], -1, N * O), P, (Ho, Wo), (0, 0), scratch=scratch, tag="y")
@@ -323,7 +324,7 @@ class Conv2d(_ConvLayer):
             xf = analysis(xp, xf.reshape(N * C, H, W), P, (0, 0), scratch=scratch, tag="x").reshape(F, N, C)
         dyf = analysis(xp, xp.ascontiguousarray(dy).reshape(N * O, Ho, Wo), P, (0, 0), conj=True,
                        scratch=scratch, tag="dy").reshape(F, N, O)          # conj(D̂)
-        dwf = xp.matmul(dyf.transpose(0, 2, 1), xf, out=scratch("dwf", (F, O, C), xf.dtype))
+        dwf = _mm(xp, dyf.transpose(0, 2, 1), xf, out=scratch("dwf", (F, O, C), xf.dtype))
         dw = synthesis(xp, dwf.reshape(P[0], -1, O * C), P, (kh, kw), (-t, -l))
         self.weight.grad += dw.reshape(self.weight.shape)
         self._add_kernel_grad()
@@ -331,7 +332,7 @@ class Conv2d(_ConvLayer):
             self.bias.grad += dyf[0].real.sum(axis=0)
         if not need_input_grad:
             return None
-        dxf = xp.matmul(dyf, wf, out=scratch("dxf", (F, N, C), xf.dtype))  # conj(dX̂)
+        dxf = _mm(xp, dyf, wf, out=scratch("dxf", (F, N, C), xf.dtype))  # conj(dX̂)
         dx = synthesis(xp, dxf.reshape(P[0], -1, N * C), P, (H, W), (0, 0), conj=True,
                        scratch=scratch, tag="dx").reshape(N, C, H, W)
         if self.padding_mode == "zeros":
@@ -394,7 +395,7 @@ class Conv2d(_ConvLayer):
         c4 = cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 3, 1)          # (N, g, Ho·Wo, K)
         step = max(1, (1 << 20) // (O * c4.shape[3]))
         for a in range(0, N, step):
-            part = xp.matmul(dy4[a:a + step], c4[a:a + step]).sum(axis=0)
+            part = threads.matmul(dy4[a:a + step], c4[a:a + step]).sum(axis=0)
             self.weight.grad += part.reshape(self.weight.shape)
         self._add_kernel_grad()
         if self.bias is not None:

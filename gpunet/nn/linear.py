@@ -48,7 +48,7 @@ class Linear(RegularizedLayer):
         p = self.precision  # None (fp32) or the GEMM's compute precision: operands cast once, kept
         x2 = _precision.cast(p, x.reshape(-1, self.in_features))
         w = _precision.cast(p, self.weight.data)
-        y = _precision.matmul(p, x2, w.T)  # BLAS reads the transposed view directly
+        y = _precision.matmul(p, x2, w.T, split=False)  # BLAS reads the transposed view directly
         if self.bias is not None:
             y += self.bias.data
         y = y.reshape(*x.shape[:-1], self.out_features)
@@ -63,13 +63,13 @@ class Linear(RegularizedLayer):
         dy2 = dy.reshape(-1, self.out_features)
         p = self.precision
         dyc = _precision.cast(p, dy2)
-        self.weight.grad += _precision.matmul(p, dyc.T, x2)
+        self.weight.grad += _precision.matmul(p, dyc.T, x2, split=False)
         self._add_kernel_grad()
         if self.bias is not None:
             self.bias.grad += dy2.sum(axis=0)
         if not need_input_grad:
             return None
-        return _precision.matmul(p, dyc, w).reshape(x_shape)
+        return _precision.matmul(p, dyc, w, split=False).reshape(x_shape)
 
     def extra_repr(self):
         extra = "" if self.bias is not None else ", bias=False"
