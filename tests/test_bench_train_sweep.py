@@ -110,7 +110,9 @@ def test_sweep_writes_one_row_per_workload_and_thread_count(tmp_path, monkeypatc
         ("tiny-mlp", 1), ("tiny-mlp", 2), ("tiny-cnn", 1), ("tiny-cnn", 2)]
     for r in rows:
         info = r["thread_info"]
-        assert info["requested"] == info["gpunet_workers"] == info["gpunet_blas"] == r["threads"]
+        # BLAS at one thread; at 2 the GEMMs split over gpunet's two workers
+        assert info["requested"] == info["gpunet_workers"] == r["threads"] and info["gpunet_blas"] == 1
+        assert info["gpunet_split_gemms"] == (r["threads"] > 1)
         assert len(r["gpunet"]["segments"]) == 3
         assert isinstance(r["load_average_before"], list) and isinstance(r["load_average_after"], list)
         if HAVE_TORCH:

@@ -392,7 +392,8 @@ def apply_threads(n, with_torch: bool) -> dict:
     if n is not None:
         threads.set_threads(n)
     blas = threads.blas_info()["threads"]
-    info = {"requested": n, "gpunet_blas": blas, "gpunet_workers": threads.workers()}
+    info = {"requested": n, "gpunet_blas": blas, "gpunet_workers": threads.workers(),
+            "gpunet_split_gemms": threads.split_gemms()}
     if with_torch:
         import torch
         if n is not None:
