@@ -28,8 +28,8 @@ With set_threads(n), n >= 2, BLAS itself stays at one thread and gpunet splits i
 GEMMs over its n workers (`matmul`): each chunk is one single-threaded BLAS call on a
 worker. OpenBLAS's own threads spin-wait for ~0.1 s after each multithreaded GEMM
 (OPENBLAS_THREAD_TIMEOUT, read only when the library loads), taking the core that the
-layers' chunked NumPy/Numba passes between the GEMMs need (small_cnn at 2 threads, batch
-256: 2.7k samples/s with BLAS's threads, 3.5–3.9k split). An MLP's GEMMs are too small for
+layers' chunked NumPy/Numba passes between the GEMMs need (README, Performance: small_cnn
+at 2 threads). An MLP's GEMMs are too small for
 a ~0.1 ms hand-off to a worker and have no chunked passes around, so a Linear layer's
 products under LINEAR_SPLIT_MIN_FLOPS run as one call on BLAS's threads (see `matmul`).
 Without set_threads (the library's own count) every GEMM is one call.
