@@ -83,17 +83,22 @@ def put(dev, host, offset=0):
     return view
 
 
+def special_values_match(tag, got, want):
+    """Same shape, NaN and ±inf exactly where `want` has them; the mask of want's finite values."""
+    assert got.shape == want.shape, f"{tag}: shape {got.shape} != {want.shape}"
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{tag}: NaN positions differ")
+    inf = np.isinf(want)
+    np.testing.assert_array_equal(got[inf], want[inf], err_msg=f"{tag}: inf values differ")
+    return np.isfinite(want)
+
+
 def close(tag, got, want, dtype, loss=False, unit=0.0):
     """NaN and ±inf exactly where the twin has them; elsewhere |got - want| <= rtol·|want| + floor,
     floor = rtol·max(max|want|, unit) (losses: unit 1, as log Σ exp is accurate to ulps of 1;
     dlogits: unit = the gradient scale, since p - t cancels to ~0 for a confident row)."""
     got = gn.backend.to_numpy(got).astype(np.float64)
     want = np.asarray(gn.backend.to_numpy(want), dtype=np.float64)
-    assert got.shape == want.shape, f"{tag}: shape {got.shape} != {want.shape}"
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{tag}: NaN positions differ")
-    inf = np.isinf(want)
-    np.testing.assert_array_equal(got[inf], want[inf], err_msg=f"{tag}: inf values differ")
-    fin = np.isfinite(want)
+    fin = special_values_match(tag, got, want)
     assert np.isfinite(got[fin]).all(), f"{tag}: non-finite where the twin is finite"
     if not fin.any():
         return
@@ -114,11 +119,7 @@ def close_rounded(tag, got, want, dtype, unit=0.0):
     assert got.dtype == dtype, f"{tag}: dtype {got.dtype}, expected {np.dtype(dtype)}"
     got = got.astype(np.float64)
     want = np.asarray(gn.backend.to_numpy(want), dtype=np.float64)
-    assert got.shape == want.shape, f"{tag}: shape {got.shape} != {want.shape}"
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{tag}: NaN positions differ")
-    inf = np.isinf(want)
-    np.testing.assert_array_equal(got[inf], want[inf], err_msg=f"{tag}: inf values differ")
-    fin = np.isfinite(want)
+    fin = special_values_match(tag, got, want)
     if not fin.any():
         return
     rtol = RTOL[np.dtype(np.float32)]
