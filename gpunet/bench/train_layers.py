@@ -188,7 +188,7 @@ def profile_torch(tmodel, step, pool, sync, steps: int, clock=time.perf_counter)
 
 def profile(w, dev, args, with_torch: bool, build_sides, batches) -> dict:
     """{"gpunet": profile, "torch": profile}: fresh models from the same weights, same batches."""
-    from .train import synchronizer
+    from .train_sides import synchronizer
     models = {}
     sides = build_sides(w, dev, args.seed, with_torch, prec=getattr(args, "precision", "fp32"),
                         models_out=models)

@@ -55,7 +55,7 @@ def peak_mb() -> float:
 
 
 def epoch_samples(name: str, requested) -> int:
-    from .train import WORKLOADS
+    from .train_sides import WORKLOADS
     if requested is not None:
         return int(requested)
     kind = "idx" if getattr(WORKLOADS[name].data, "__qualname__", "").startswith("idx_images") else "random"
@@ -66,7 +66,7 @@ def child(side: str, name: str, threads_n, samples: int, seed: int, device: str)
     """One epoch of workload `name` on `side` in this process; the figures as a dict."""
     from .. import backend
     from .. import threads as gthreads
-    from .train import WORKLOADS, build_sides, synchronizer
+    from .train_sides import WORKLOADS, build_sides, synchronizer
     w = WORKLOADS[name]
     if threads_n is not None:
         gthreads.set_threads(threads_n)
