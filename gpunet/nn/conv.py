@@ -262,7 +262,7 @@ class Conv2d(_ConvLayer):
             # y[n] = W2 @ cols[:, n]: each image's (K, Ho·Wo) block is a strided GEMM operand,
             # and the products land in NCHW directly (no (O, N·Ho·Wo) buffer, no transpose).
             y = xp.empty((N, g, O // g, Ho * Wo), dtype=x.dtype)
-            threads.matmul(self._w3(), cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3), out=y)
+            threads.matmul(w3, cols.reshape(g, -1, N, Ho * Wo).transpose(2, 0, 1, 3), out=y)
             if self.bias is not None:
                 y += self.bias.data.reshape(g, O // g, 1)
             y = y.reshape(N, O, Ho, Wo)
