@@ -141,6 +141,20 @@ def adam_constants(lr, betas, weight_decay, decoupled, step):
     return decay, math.sqrt(1.0 - b2 ** step), lr / (1.0 - b1 ** step)
 
 
+def adam_moments_xp(g, m, v, b1, b2):
+    """m ← b1·m + (1 − b1)·g and v ← b2·v + (1 − b2)·g² in place (the per-parameter Adam's
+    operation order); returns the scratch array of the update."""
+    xp = backend.xp_of(g)
+    tmp = xp.multiply(g, 1.0 - b1)
+    m *= b1
+    m += tmp
+    xp.multiply(g, g, out=tmp)
+    tmp *= 1.0 - b2
+    v *= b2
+    v += tmp
+    return tmp
+
+
 def adam_step_xp(w, g, m, v, vmax=None, *, lr, betas, eps, weight_decay=0.0, decoupled=False, step, lowp=None):
     xp = backend.xp_of(w)
     b1, b2 = betas
@@ -152,13 +166,7 @@ def adam_step_xp(w, g, m, v, vmax=None, *, lr, betas, eps, weight_decay=0.0, dec
         gd += g
     else:
         gd = g
-    tmp = xp.multiply(gd, 1.0 - b1)
-    m *= b1
-    m += tmp
-    xp.multiply(gd, gd, out=tmp)
-    tmp *= 1.0 - b2
-    v *= b2
-    v += tmp
+    tmp = adam_moments_xp(gd, m, v, b1, b2)
     if vmax is not None:
         xp.maximum(vmax, v, out=vmax)
         v = vmax

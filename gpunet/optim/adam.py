@@ -20,7 +20,7 @@ import math
 
 from .. import backend
 from ..errors import GpunetTypeError
-from ..ops.optim_step import adam_step_unchecked
+from ..ops.optim_step import adam_moments_xp, adam_step_unchecked
 from .optimizer import Optimizer, check_number
 
 
@@ -57,20 +57,12 @@ class _AdamMoments(Optimizer):
     def _moments(self, i, p, h, decoupled):
         """Weight decay (decoupled: w ← w·(1 − lr·wd) now; else L2 into g), then m and v
         updated in place; returns (g, m, v, tmp), tmp the one scratch array of the update."""
-        w, xp = p.data, backend.xp_of(p.data)
+        w = p.data
         if decoupled and h["weight_decay"]:
             w *= 1.0 - h["lr"] * h["weight_decay"]
         g = p.grad if decoupled else self._l2_grad(p, h["weight_decay"])
         m, v = self._buffer(i, "exp_avg"), self._buffer(i, "exp_avg_sq")
-        b1, b2 = h["betas"]
-        tmp = xp.multiply(g, 1.0 - b1)
-        m *= b1
-        m += tmp
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
-        return g, m, v, tmp
+        return g, m, v, adam_moments_xp(g, m, v, *h["betas"])
 
 
 class Adam(_AdamMoments):
